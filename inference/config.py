@@ -1,0 +1,85 @@
+"""Settings of the inference engine: which model, how it is quantized and placed, and the engine's limits.
+
+Every field is an environment variable (prefix `NF4SERVE_`) and, through the server's settings class
+that extends this one, a command-line flag (`--model`, `--quant-type`, ...). The README's configuration
+table is generated from these fields' descriptions, and a test keeps the two in sync.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "unsloth/Qwen3-4B-Instruct-2507-bnb-4bit"
+BUILTIN_MODEL = "builtin"
+
+
+def _default_cache_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "nf4serve"
+
+
+class EngineSettings(BaseSettings):
+    """Model loading and engine limits."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NF4SERVE_", extra="ignore", validate_default=True, protected_namespaces=()
+    )
+
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="Hugging Face model id or local folder of a Qwen3 model, or `builtin` for the "
+        "tiny offline model with random weights (its output is noise).",
+    )
+    revision: str | None = Field(None, description="Model revision (branch, tag or commit).")
+    quant_type: Literal["nf4", "fp4"] = Field(
+        "nf4", description="4-bit type used when quantizing an unquantized model while loading."
+    )
+    double_quant: bool = Field(
+        True, description="Quantize the 4-bit scales as well (saves about 0.4 bits per weight)."
+    )
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="Dtype of the 4-bit matmuls; `auto` is bfloat16 where the device supports it, "
+        "else float16 on GPU.",
+    )
+    device_map: str = Field(
+        "auto", description="Where the weights go: `auto`, `cuda`, `cuda:0`, `cpu`..."
+    )
+    max_context: int | None = Field(
+        None,
+        ge=16,
+        description="Largest prompt plus output in tokens; default: the model's own window "
+        "(262,144 for Qwen3-4B-Instruct-2507).",
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
+        None, description="Attention kernel; default: transformers' choice (sdpa)."
+    )
+    offline: bool = Field(
+        False, description="Never contact the Hugging Face Hub (sets HF_HUB_OFFLINE=1)."
+    )
+    fallback: bool = Field(
+        True,
+        description="When the model cannot be had (offline and not cached), start the built-in "
+        "model instead and say so; `--no-fallback` makes that failure fatal.",
+    )
+    trim_chat_history: bool = Field(
+        False,
+        description="Drop the oldest non-system chat turns until the prompt fits the context "
+        "window, instead of rejecting the request.",
+    )
+    max_active_requests: int = Field(
+        8, ge=1, le=256, description="Requests decoded at once; the rest wait in the queue."
+    )
+    max_queued_requests: int = Field(
+        64, ge=0, description="Waiting requests beyond which new ones get 503 (overloaded)."
+    )
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="Folder for the built-in model and other generated files.",
+    )

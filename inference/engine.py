@@ -1,0 +1,287 @@
+"""The engine: one object that owns the model and serves generation requests as async streams.
+
+`submit()` validates and tokenizes a request on the caller's thread (so context and overload errors
+come back before any streaming starts) and hands it to the scheduler's worker thread; the returned
+`RequestStream` yields `GenerationChunk`s as the worker produces them. `generate()` is that stream
+collected. The API and the UI consume exactly this; neither touches the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from . import info as info_mod
+from .builtin import WARNING as BUILTIN_WARNING
+from .chat import render_chat, trim_to_fit
+from .config import BUILTIN_MODEL, EngineSettings
+from .detokenizer import IncrementalDetokenizer
+from .errors import (
+    ContextLengthError,
+    InvalidRequestError,
+    ModelLoadError,
+    ModelNotLoadedError,
+    ModelUnavailableError,
+)
+from .loader import LoadedModel, load_model
+from .runner import ModelRunner
+from .scheduler import Scheduler
+from .sequence import Sequence
+from .types import GenerationChunk, GenerationRequest, GenerationResult, SamplingDefaults, Timings, Usage
+
+logger = logging.getLogger(__name__)
+
+
+class RequestStream:
+    """The async stream of one request's chunks. Leaving the loop early cancels the request."""
+
+    def __init__(self, seq: Sequence, queue: asyncio.Queue[GenerationChunk], engine: "Engine"):
+        self._seq = seq
+        self._queue = queue
+        self._engine = engine
+        self._done = False
+        self.request_id = seq.request_id
+        self.prompt_tokens = len(seq.prompt_ids)
+        self.max_tokens = seq.max_tokens
+
+    def cancel(self) -> None:
+        if not self._seq.finished:
+            self._seq.cancel()
+            self._engine._scheduler.wake()
+
+    @property
+    def finished(self) -> bool:
+        return self._done
+
+    async def __aiter__(self) -> AsyncIterator[GenerationChunk]:
+        try:
+            while not self._done:
+                chunk = await self._queue.get()
+                self._done = chunk.finish_reason is not None
+                yield chunk
+        finally:
+            if not self._done:
+                self.cancel()
+
+    async def collect(self) -> GenerationResult:
+        texts, ids, logprobs, last = [], [], [], None
+        async for chunk in self:
+            texts.append(chunk.text)
+            ids.extend(chunk.token_ids)
+            if chunk.logprobs:
+                logprobs.extend(chunk.logprobs)
+            last = chunk
+        assert last is not None and last.finish_reason is not None
+        return GenerationResult(
+            request_id=self.request_id,
+            text="".join(texts),
+            token_ids=ids,
+            finish_reason=last.finish_reason,
+            usage=last.usage or Usage(self.prompt_tokens, 0),
+            timings=last.timings or Timings(),
+            logprobs=logprobs if self._seq.params.logprobs is not None else None,
+            error=last.error,
+        )
+
+
+class Engine:
+    def __init__(self, settings: EngineSettings | None = None):
+        self.settings = settings or EngineSettings()
+        self.state = "loading"
+        self.error: str | None = None
+        self.loaded: LoadedModel | None = None
+        self.is_fallback = False
+        self.fallback_reason: str | None = None
+        self.started_at = time.time()
+        self._scheduler: Scheduler | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the model on a worker thread. Never raises: failures set `state` to "error"."""
+        try:
+            self.loaded = await asyncio.to_thread(self._load)
+        except Exception as exc:
+            self.state, self.error = "error", str(exc)
+            logger.error("Model loading failed: %s", exc)
+            return
+        runner = ModelRunner(self.loaded)
+        self._scheduler = Scheduler(runner, self.settings.max_active_requests,
+                                    self.settings.max_queued_requests)
+        self._scheduler.start()
+        self.state = "ready"
+        if self.is_builtin:
+            logger.warning("Serving the %s", BUILTIN_WARNING)
+        logger.info("Engine ready: %s, context window %d", self.model_name, self.max_context)
+
+    def _load(self) -> LoadedModel:
+        try:
+            return load_model(self.settings)
+        except ModelUnavailableError as exc:
+            if not self.settings.fallback or self.settings.model == BUILTIN_MODEL:
+                raise
+            logger.warning("!" * 78)
+            logger.warning("FALLBACK: %s", exc)
+            logger.warning("Starting the built-in model instead: %s.", BUILTIN_WARNING)
+            logger.warning("!" * 78)
+            self.is_fallback, self.fallback_reason = True, str(exc)
+            return load_model(self.settings.model_copy(update={"model": BUILTIN_MODEL}))
+
+    async def shutdown(self) -> None:
+        if self._scheduler is not None:
+            await asyncio.to_thread(self._scheduler.stop)
+            self._scheduler = None
+        self.loaded = None
+        self.state = "stopped"
+
+    # -- facts --------------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.loaded.name if self.loaded else (
+            BUILTIN_MODEL if self.is_fallback else self.settings.model)
+
+    @property
+    def is_builtin(self) -> bool:
+        return bool(self.loaded and self.loaded.builtin)
+
+    @property
+    def tokenizer(self):
+        return self._require().tokenizer
+
+    @property
+    def defaults(self) -> SamplingDefaults:
+        return self.loaded.defaults if self.loaded else SamplingDefaults()
+
+    @property
+    def max_context(self) -> int:
+        window = self.loaded.window if self.loaded else 262144
+        configured = self.settings.max_context
+        return min(window, configured) if configured else window
+
+    @property
+    def queue_depth(self) -> int:
+        return self._scheduler.queue_depth if self._scheduler else 0
+
+    @property
+    def active_count(self) -> int:
+        return self._scheduler.active_count if self._scheduler else 0
+
+    def _require(self) -> LoadedModel:
+        if self.state != "ready" or self.loaded is None:
+            if self.state == "error":
+                raise ModelNotLoadedError(f"The model failed to load: {self.error}", "error")
+            raise ModelNotLoadedError("The model is still loading; retry shortly.", self.state)
+        return self.loaded
+
+    # -- requests -----------------------------------------------------------------------------
+    def render_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
+                    chat_template_kwargs: dict[str, Any] | None = None,
+                    assistant_prefix: str = "") -> str:
+        return render_chat(self.tokenizer, messages, tools, chat_template_kwargs, assistant_prefix)
+
+    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
+        given = [x is not None for x in (request.prompt, request.prompt_token_ids, request.messages)]
+        if sum(given) != 1:
+            raise InvalidRequestError("give exactly one of prompt, prompt_token_ids or messages")
+        tokenizer = self.tokenizer
+        if request.prompt_token_ids is not None:
+            ids = list(request.prompt_token_ids)
+            if any(not isinstance(i, int) or not 0 <= i < len(tokenizer) for i in ids):
+                raise InvalidRequestError("prompt_token_ids holds an unknown token id", "prompt")
+            return ids
+        if request.prompt is not None:
+            return tokenizer.encode(request.prompt, add_special_tokens=False)
+        kwargs = dict(tools=request.tools, chat_template_kwargs=request.chat_template_kwargs,
+                      assistant_prefix=request.assistant_prefix)
+        if self.settings.trim_chat_history:
+            request.messages, ids = trim_to_fit(tokenizer, request.messages, self.max_context - 1,
+                                                **kwargs)
+            return ids
+        return tokenizer.encode(render_chat(tokenizer, request.messages, **kwargs),
+                                add_special_tokens=False)
+
+    def submit(self, request: GenerationRequest) -> RequestStream:
+        """Validate, tokenize and enqueue; raises typed errors before any chunk is produced."""
+        loaded = self._require()
+        params = request.sampling.resolved(loaded.defaults)
+        if params.max_tokens is not None and params.max_tokens < 1:
+            raise InvalidRequestError("max_tokens must be at least 1", "max_tokens")
+        prompt_ids = self._prompt_ids(request)
+        if not prompt_ids:
+            raise InvalidRequestError("the prompt is empty", "prompt")
+        room = self.max_context - len(prompt_ids)
+        if room < 1:
+            raise ContextLengthError(len(prompt_ids), self.max_context, params.max_tokens)
+        params.max_tokens = min(params.max_tokens or room, room)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[GenerationChunk] = asyncio.Queue()
+
+        def emit(chunk: GenerationChunk) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, chunk)
+
+        seq = Sequence(request.request_id, prompt_ids, params, set(loaded.stop_token_ids),
+                       IncrementalDetokenizer(loaded.tokenizer), emit, request.source)
+        assert self._scheduler is not None
+        self._scheduler.add(seq)
+        return RequestStream(seq, queue, self)
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        return await self.submit(request).collect()
+
+    # -- reporting ----------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        loaded = self._require()
+        counters = self._scheduler.counters if self._scheduler else None
+        d = self.defaults
+        return {
+            "model": self.model_name,
+            "source": loaded.source,
+            "revision": loaded.revision,
+            "builtin": loaded.builtin,
+            "builtin_warning": BUILTIN_WARNING if loaded.builtin else None,
+            "fallback": self.is_fallback,
+            "fallback_reason": self.fallback_reason,
+            "quantization": loaded.quantization,
+            "parameters": loaded.parameters,
+            "weight_memory_bytes": loaded.weight_bytes,
+            "device_map": loaded.device_map,
+            "dtypes": loaded.dtypes,
+            "memory": info_mod.memory(),
+            "context_window": loaded.window,
+            "max_context": self.max_context,
+            "generation_defaults": {
+                "max_tokens": d.max_tokens, "temperature": d.temperature, "top_p": d.top_p,
+                "top_k": d.top_k, "min_p": d.min_p, "repetition_penalty": d.repetition_penalty,
+            },
+            "stop_token_ids": loaded.stop_token_ids,
+            "counters": {
+                "requests": counters.requests if counters else 0,
+                "completed": counters.completed if counters else 0,
+                "cancelled": counters.cancelled if counters else 0,
+                "failed": counters.failed if counters else 0,
+                "tokens_generated": counters.tokens_generated if counters else 0,
+                "mean_tokens_per_second": round(counters.mean_tokens_per_second, 3) if counters else 0.0,
+                "active_requests": self.active_count,
+                "queue_depth": self.queue_depth,
+            },
+        }
+
+    def health(self) -> dict[str, Any]:
+        status = {"ready": "ok", "loading": "loading"}.get(self.state, "error")
+        return {
+            "status": status,
+            "model_loaded": self.state == "ready",
+            "model": self.model_name,
+            "builtin": self.is_builtin,
+            "fallback": self.is_fallback,
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "memory": info_mod.memory(),
+            "queue_depth": self.queue_depth,
+            "active_requests": self.active_count,
+            "error": self.error,
+        }
+
+
+__all__ = ["Engine", "RequestStream", "ModelLoadError"]

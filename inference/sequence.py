@@ -1,0 +1,119 @@
+"""One request's bookkeeping while it is queued or decoding: ids, KV cache, sampler, text state,
+timings, and the callback through which its chunks reach the async consumer.
+
+The scheduler thread is the only writer of a `Sequence`, except `cancel()`, which any thread may
+call: it only sets a flag that the scheduler reads before each step.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .detokenizer import IncrementalDetokenizer, StopStringMatcher
+from .sampling import Sampler
+from .types import (
+    FinishReason,
+    GenerationChunk,
+    SamplingParams,
+    TokenLogprob,
+    Timings,
+    Usage,
+)
+
+
+class Sequence:
+    def __init__(
+        self,
+        request_id: str,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        stop_token_ids: set[int],
+        detokenizer: IncrementalDetokenizer,
+        emit: Callable[[GenerationChunk], None],
+        source: str = "api",
+    ):
+        self.request_id = request_id
+        self.prompt_ids = prompt_ids
+        self.params = params
+        self.max_tokens = int(params.max_tokens or 1)
+        self.stop_token_ids = stop_token_ids | set(params.stop_token_ids)
+        self.detokenizer = detokenizer
+        self.stop_matcher = StopStringMatcher(params.stop)
+        self.emit = emit
+        self.source = source
+        self.output_ids: list[int] = []
+        self.cache: Any = None  # the model's KV cache; None once freed
+        self.next_input: int | None = None  # last sampled token, fed at the next decode step
+        self.sampler: Sampler | None = None
+        self.finish_reason: FinishReason | None = None
+        self.submitted = time.perf_counter()
+        self.admitted: float | None = None
+        self.first_token: float | None = None
+        self.finished_at: float | None = None
+        self._cancel = threading.Event()
+
+    # -- any thread -------------------------------------------------------------------------
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    # -- scheduler thread -------------------------------------------------------------------
+    def append(self, token_id: int, logprob: TokenLogprob | None) -> None:
+        """Record a sampled token and emit the text it completes; finish on stop or length."""
+        now = time.perf_counter()
+        if self.first_token is None:
+            self.first_token = now
+        if token_id in self.stop_token_ids:
+            self._finish("stop", [token_id], [logprob] if logprob else None)
+            return
+        self.output_ids.append(token_id)
+        self.next_input = token_id
+        text, hit = self.stop_matcher.feed(self.detokenizer.add(token_id))
+        logprobs = [logprob] if logprob else None
+        if hit:
+            self._finish("stop", [token_id], logprobs, text)
+        elif len(self.output_ids) >= self.max_tokens:
+            self._finish("length", [token_id], logprobs, text)
+        elif text or logprobs:
+            self.emit(GenerationChunk(self.request_id, text, [token_id], logprobs))
+
+    def abort(self, reason: FinishReason, error: str | None = None) -> None:
+        """End early (cancelled or failed): emit the final chunk, no more text."""
+        self._finish(reason, [], None, "", error=error, flush=False)
+
+    def _finish(self, reason: FinishReason, token_ids: list[int], logprobs, text: str = "",
+                error: str | None = None, flush: bool = True) -> None:
+        if flush and not self.stop_matcher.stopped:
+            tail, hit = self.stop_matcher.feed(self.detokenizer.flush())
+            text += tail if hit else tail + self.stop_matcher.flush()
+        self.finish_reason = reason
+        self.finished_at = time.perf_counter()
+        self.cache = None  # frees the KV cache now, not when the consumer lets go
+        self.emit(GenerationChunk(
+            self.request_id, text, token_ids, logprobs, reason,
+            usage=Usage(len(self.prompt_ids), len(self.output_ids)), timings=self.timings(),
+            error=error,
+        ))
+
+    def timings(self) -> Timings:
+        end = self.finished_at or time.perf_counter()
+        admitted = self.admitted or end
+        first = self.first_token or end
+        decoded = max(len(self.output_ids) - 1, 0)
+        decode_time = end - first
+        return Timings(
+            queue=admitted - self.submitted,
+            time_to_first_token=first - self.submitted,
+            total=end - self.submitted,
+            tokens_per_second=decoded / decode_time if decoded and decode_time > 0 else 0.0,
+        )

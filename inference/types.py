@@ -1,0 +1,163 @@
+"""The engine's own data types: what goes in (a request with sampling parameters) and what comes out
+(a stream of chunks, or that stream collected into one result).
+
+The HTTP layer and the UI build `GenerationRequest`s and consume `GenerationChunk`s; they never touch
+the model. Every field that may be left out is `None`, meaning "the model's default".
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+class LogitsProcessor(Protocol):
+    """Changes next-token logits in place or returns new ones.
+
+    `output_ids` holds every token generated so far for this request (not the prompt);
+    `logits` is a 1-D float tensor over the model's vocabulary. Processors run before sampling,
+    in order, after the penalties and before temperature/top-k/top-p.
+    """
+
+    def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class SamplingParams:
+    """How to pick tokens. `None` means the model's default (from its generation_config.json)."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None  # 0 means greedy
+    top_p: float | None = None
+    top_k: int | None = None  # 0 turns top-k off
+    min_p: float | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float | None = None
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    seed: int | None = None
+    # None: no logprobs; 0: the chosen token's logprob only; k: plus the k most likely tokens.
+    logprobs: int | None = None
+    logits_processors: list[LogitsProcessor] = field(default_factory=list)
+
+    def resolved(self, defaults: "SamplingDefaults") -> "SamplingParams":
+        """A copy with every `None` default replaced by the model's default."""
+        import dataclasses
+
+        return dataclasses.replace(
+            self,
+            max_tokens=self.max_tokens if self.max_tokens is not None else defaults.max_tokens,
+            temperature=self.temperature if self.temperature is not None else defaults.temperature,
+            top_p=self.top_p if self.top_p is not None else defaults.top_p,
+            top_k=self.top_k if self.top_k is not None else defaults.top_k,
+            min_p=self.min_p if self.min_p is not None else defaults.min_p,
+            repetition_penalty=(
+                self.repetition_penalty
+                if self.repetition_penalty is not None
+                else defaults.repetition_penalty
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """The model's sampling defaults, read from generation_config.json where present."""
+
+    max_tokens: int = 2048
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 20
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+
+
+@dataclass
+class GenerationRequest:
+    """One generation. Give exactly one of `prompt` (raw text, no template), `prompt_token_ids`,
+    or `messages` (OpenAI-style chat messages rendered with the model's chat template).
+
+    `assistant_prefix` is text appended after the generation prompt of a chat (e.g. "<tool_call>\\n"
+    to force a tool call); it is part of the prompt, not of the output.
+    """
+
+    prompt: str | None = None
+    prompt_token_ids: list[int] | None = None
+    messages: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    assistant_prefix: str = ""
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    source: str = "api"  # who asked: "api" or "ui"; for counters and logs only
+
+
+@dataclass
+class TokenLogprob:
+    token_id: int
+    token: str  # the token's text (may be a partial UTF-8 character, shown with replacement chars)
+    logprob: float
+    top: list[tuple[int, str, float]] = field(default_factory=list)  # (id, text, logprob)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Timings:
+    """Seconds, measured by the engine. `tokens_per_second` counts decode tokens after the first."""
+
+    queue: float = 0.0
+    time_to_first_token: float = 0.0
+    total: float = 0.0
+    tokens_per_second: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "queue": round(self.queue, 6),
+            "time_to_first_token": round(self.time_to_first_token, 6),
+            "total": round(self.total, 6),
+            "tokens_per_second": round(self.tokens_per_second, 3),
+        }
+
+
+@dataclass
+class GenerationChunk:
+    """One step of a request's stream. The last chunk has `finish_reason`, `usage` and `timings`."""
+
+    request_id: str
+    text: str = ""  # new text since the previous chunk; always whole UTF-8 characters
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    timings: Timings | None = None
+    error: str | None = None  # set when finish_reason == "error"
+
+
+@dataclass
+class GenerationResult:
+    """A whole request's output: its stream collected."""
+
+    request_id: str
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason
+    usage: Usage
+    timings: Timings
+    logprobs: list[TokenLogprob] | None = None
+    error: str | None = None
+    created: int = field(default_factory=lambda: int(time.time()))

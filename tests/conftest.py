@@ -1,0 +1,42 @@
+"""Shared fixtures: the built-in model (real Qwen3 architecture, real tokenizer, real NF4 path) and
+an engine serving it, created once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Tests never touch the Hub, and the built-in model is made once, inside the checkout.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("NF4SERVE_CACHE_DIR", str(ROOT / ".cache"))
+CACHE_DIR = Path(os.environ["NF4SERVE_CACHE_DIR"])
+
+
+@pytest.fixture(scope="session")
+def builtin_dir() -> Path:
+    from inference.builtin import ensure_builtin
+
+    return ensure_builtin(CACHE_DIR)
+
+
+@pytest.fixture(scope="session")
+def builtin_tokenizer(builtin_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(builtin_dir)
+
+
+@pytest.fixture(scope="session")
+async def builtin_engine(builtin_dir):
+    """A ready engine on the built-in model, shared by the whole session."""
+    from inference import Engine, EngineSettings
+
+    engine = Engine(EngineSettings(model="builtin", cache_dir=CACHE_DIR, max_active_requests=16))
+    await engine.start()
+    assert engine.state == "ready", engine.error
+    yield engine
+    await engine.shutdown()
