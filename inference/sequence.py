@@ -44,7 +44,10 @@ class Sequence:
         self.stop_matcher = StopStringMatcher(params.stop)
         self.emit = emit
         self.source = source
-        self.output_ids: list[int] = []
+        self.output_ids: list[int] = []  # generated tokens fed back to the model
+        self.generated = 0  # tokens sampled, a stop token included (what usage reports)
+        self._held_ids: list[int] = []  # tokens whose text is not out yet (split characters)
+        self._held_logprobs: list[TokenLogprob] = []
         self.cache: Any = None  # the model's KV cache; None once freed
         self.next_input: int | None = None  # last sampled token, fed at the next decode step
         self.sampler: Sampler | None = None
@@ -73,26 +76,34 @@ class Sequence:
         now = time.perf_counter()
         if self.first_token is None:
             self.first_token = now
+        self.generated += 1
+        self._held_ids.append(token_id)
+        if logprob is not None:
+            self._held_logprobs.append(logprob)
         if token_id in self.stop_token_ids:
-            self._finish("stop", [token_id], [logprob] if logprob else None)
+            self._finish("stop")
             return
         self.output_ids.append(token_id)
         self.next_input = token_id
         text, hit = self.stop_matcher.feed(self.detokenizer.add(token_id))
-        logprobs = [logprob] if logprob else None
         if hit:
-            self._finish("stop", [token_id], logprobs, text)
+            self._finish("stop", text)
         elif len(self.output_ids) >= self.max_tokens:
-            self._finish("length", [token_id], logprobs, text)
-        elif text or logprobs:
-            self.emit(GenerationChunk(self.request_id, text, [token_id], logprobs))
+            self._finish("length", text)
+        elif text:
+            self.emit(GenerationChunk(self.request_id, text, *self._take_held()))
+
+    def _take_held(self) -> tuple[list[int], list[TokenLogprob] | None]:
+        ids, logprobs = self._held_ids, self._held_logprobs or None
+        self._held_ids, self._held_logprobs = [], []
+        return ids, logprobs
 
     def abort(self, reason: FinishReason, error: str | None = None) -> None:
         """End early (cancelled or failed): emit the final chunk, no more text."""
-        self._finish(reason, [], None, "", error=error, flush=False)
+        self._finish(reason, "", error=error, flush=False)
 
-    def _finish(self, reason: FinishReason, token_ids: list[int], logprobs, text: str = "",
-                error: str | None = None, flush: bool = True) -> None:
+    def _finish(self, reason: FinishReason, text: str = "", error: str | None = None,
+                flush: bool = True) -> None:
         if flush and not self.stop_matcher.stopped:
             tail, hit = self.stop_matcher.feed(self.detokenizer.flush())
             text += tail if hit else tail + self.stop_matcher.flush()
@@ -100,8 +111,8 @@ class Sequence:
         self.finished_at = time.perf_counter()
         self.cache = None  # frees the KV cache now, not when the consumer lets go
         self.emit(GenerationChunk(
-            self.request_id, text, token_ids, logprobs, reason,
-            usage=Usage(len(self.prompt_ids), len(self.output_ids)), timings=self.timings(),
+            self.request_id, text, *self._take_held(), reason,
+            usage=Usage(len(self.prompt_ids), self.generated), timings=self.timings(),
             error=error,
         ))
 

@@ -1,0 +1,60 @@
+"""Streaming text: whole UTF-8 characters only, and stop strings that never leak."""
+
+from __future__ import annotations
+
+import pytest
+
+from inference.detokenizer import IncrementalDetokenizer, StopStringMatcher
+
+
+def stream(tokenizer, ids):
+    detok = IncrementalDetokenizer(tokenizer)
+    deltas = [detok.add(i) for i in ids]
+    return deltas, detok.flush()
+
+
+@pytest.mark.parametrize("text", ["🫠 melt", "x🦜y𝄞z", "日本語のテキスト", "naïve café", "a👩‍👩‍👧b"])
+def test_multibyte_characters_arrive_whole(builtin_tokenizer, text):
+    ids = builtin_tokenizer.encode(text)
+    deltas, tail = stream(builtin_tokenizer, ids)
+    assert "".join(deltas) + tail == text
+    assert all("\ufffd" not in d for d in deltas)
+
+
+def test_emoji_split_bytes_are_held(builtin_tokenizer):
+    ids = builtin_tokenizer.encode("🫠")
+    assert len(ids) == 3  # one emoji, three byte-level tokens
+    deltas, tail = stream(builtin_tokenizer, ids)
+    assert deltas == ["", "", "🫠"] and tail == ""
+
+
+def test_stop_string_across_chunks_never_leaks():
+    matcher = StopStringMatcher(["STOP"])
+    out = []
+    for piece in ["abc S", "T", "O", "P tail"]:
+        text, hit = matcher.feed(piece)
+        out.append(text)
+        if hit:
+            break
+    assert "".join(out) == "abc " and hit
+
+
+def test_false_start_is_released():
+    matcher = StopStringMatcher(["STOP"])
+    a, _ = matcher.feed("xST")
+    b, _ = matcher.feed("AR")
+    assert a == "x" and b == "STAR"
+    assert matcher.flush() == ""
+
+
+def test_earliest_of_several_stops():
+    matcher = StopStringMatcher(["world", "lo w"])
+    text, hit = matcher.feed("hello world")
+    assert hit and text == "hel"
+
+
+def test_flush_releases_held_prefix_at_end():
+    matcher = StopStringMatcher(["\n\n"])
+    text, hit = matcher.feed("line\n")
+    assert text == "line" and not hit
+    assert matcher.flush() == "\n"

@@ -1,0 +1,105 @@
+"""Loading: the real NF4 path, the 4-bit check, local folders, and failures that name the way out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from inference import Engine, EngineSettings, ModelLoadError, ModelUnavailableError, QuantizationError
+from inference.loader import check_4bit, load_model
+
+from ..conftest import CACHE_DIR, ROOT
+
+
+def test_builtin_loads_in_nf4(builtin_engine):
+    info = builtin_engine.info()
+    q = info["quantization"]
+    assert q["method"] == "bitsandbytes" and q["bits"] == 4 and q["quant_type"] == "nf4"
+    assert q["double_quant"] is True
+    assert q["linear_4bit_layers"] == 2 * 7  # q, k, v, o, gate, up, down in each of 2 layers
+    assert info["builtin"] is True and "noise" in info["builtin_warning"]
+    assert info["context_window"] == 262144 and info["max_context"] == 262144
+    assert info["stop_token_ids"] == [151645, 151643]
+    assert info["generation_defaults"]["temperature"] == 0.7
+    assert info["generation_defaults"]["top_p"] == 0.8 and info["generation_defaults"]["top_k"] == 20
+    assert info["parameters"] > 19_000_000 and info["weight_memory_bytes"] > 0
+
+
+def test_4bit_check_rejects_unquantized_model(builtin_dir):
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(builtin_dir)
+    with pytest.raises(QuantizationError, match="4-bit"):
+        check_4bit(plain)
+
+
+def test_fp4_without_double_quant(builtin_dir):
+    loaded = load_model(EngineSettings(model=str(builtin_dir), quant_type="fp4", double_quant=False,
+                                       cache_dir=CACHE_DIR))
+    assert loaded.quantization["quant_type"] == "fp4"
+    assert loaded.quantization["double_quant"] is False
+    assert loaded.builtin is True  # recognised by its marker file
+
+
+def test_export_cli_writes_a_standard_folder(tmp_path):
+    target = tmp_path / "model"
+    subprocess.run([sys.executable, "-m", "inference.builtin", "export", str(target)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=300)
+    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                 "tokenizer_config.json"):
+        assert (target / name).is_file(), name
+    assert "chat_template" in json.loads((target / "tokenizer_config.json").read_text())
+    config = json.loads((target / "config.json").read_text())
+    assert config["architectures"] == ["Qwen3ForCausalLM"] and config["vocab_size"] == 151936
+    assert config["tie_word_embeddings"] is True
+    # Loads with plain transformers, no network, and by path through our 4-bit loader.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(target).encode("Hello world") == [9707, 1879]
+    assert AutoModelForCausalLM.from_pretrained(target).config.model_type == "qwen3"
+    loaded = load_model(EngineSettings(model=str(target), cache_dir=CACHE_DIR))
+    assert loaded.quantization["linear_4bit_layers"] == 14
+
+
+def test_unavailable_model_fails_fast_with_way_out(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(ModelUnavailableError) as info:
+        load_model(EngineSettings(model="nobody/no-such-qwen3", cache_dir=CACHE_DIR))
+    assert time.monotonic() - start < 10
+    assert "--model builtin" in str(info.value) and "HF_HUB_OFFLINE" in str(info.value)
+
+
+def test_missing_local_folder(tmp_path):
+    with pytest.raises(ModelUnavailableError, match="No model folder"):
+        load_model(EngineSettings(model=str(tmp_path / "absent"), cache_dir=CACHE_DIR))
+
+
+def test_not_a_qwen3(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 10}))
+    with pytest.raises(ModelLoadError, match="not a Qwen3"):
+        load_model(EngineSettings(model=str(tmp_path), cache_dir=CACHE_DIR))
+
+
+async def test_fallback_to_builtin(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    engine = Engine(EngineSettings(model="nobody/no-such-qwen3", cache_dir=CACHE_DIR))
+    await engine.start()
+    try:
+        assert engine.state == "ready" and engine.is_fallback and engine.is_builtin
+        assert engine.info()["fallback"] is True and "nobody/no-such-qwen3" in engine.fallback_reason
+        assert engine.health()["fallback"] is True
+    finally:
+        await engine.shutdown()
+
+
+async def test_no_fallback_is_an_error_state(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    engine = Engine(EngineSettings(model="nobody/no-such-qwen3", cache_dir=CACHE_DIR, fallback=False))
+    await engine.start()
+    assert engine.state == "error" and "nobody/no-such-qwen3" in engine.error
+    assert engine.health()["status"] == "error"
