@@ -219,7 +219,10 @@ class Engine:
         queue: asyncio.Queue[GenerationChunk] = asyncio.Queue()
 
         def emit(chunk: GenerationChunk) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            except RuntimeError:  # the consumer's event loop is closed: nobody is listening
+                seq.cancel()
 
         seq = Sequence(request.request_id, prompt_ids, params, set(loaded.stop_token_ids),
                        IncrementalDetokenizer(loaded.tokenizer), emit, request.source)

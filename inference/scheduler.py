@@ -93,17 +93,28 @@ class Scheduler:
                     admitted = []
                     while self.waiting and len(self.active) + len(admitted) < self.max_active:
                         admitted.append(self.waiting.popleft())
-                for seq in admitted:
-                    seq.admitted = time.perf_counter()
-                    self._step(seq, prefill=True)
-                    if not seq.finished:
-                        self.active.append(seq)
-                for seq in list(self.active):
-                    self._step(seq, prefill=False)
-                self.active = [s for s in self.active if not s.finished]
-                self._drop_cancelled_waiting()
+                try:
+                    self._iteration(admitted)
+                except Exception:  # never let the worker die: that would hang every request
+                    logger.exception("scheduler iteration failed")
+                    for seq in admitted:
+                        if not seq.finished and seq not in self.active:
+                            seq.abort("error", "internal scheduler error")
+                    self.active = [s for s in self.active if not s.finished]
         for seq in list(self.waiting) + self.active:
-            seq.abort("cancelled", "the server is shutting down")
+            if not seq.finished:
+                seq.abort("cancelled", "the server is shutting down")
+
+    def _iteration(self, admitted: list[Sequence]) -> None:
+        for seq in admitted:
+            seq.admitted = time.perf_counter()
+            self._step(seq, prefill=True)
+            if not seq.finished:
+                self.active.append(seq)
+        for seq in list(self.active):
+            self._step(seq, prefill=False)
+        self.active = [s for s in self.active if not s.finished]
+        self._drop_cancelled_waiting()
 
     def _step(self, seq: Sequence, prefill: bool) -> None:
         if seq.finished:

@@ -144,6 +144,18 @@ def _function(tool: dict[str, Any]) -> dict[str, Any]:
     return tool.get("function", tool) if isinstance(tool, dict) else {}
 
 
+def closed_object(parameters: dict[str, Any]) -> dict[str, Any]:
+    """A parameters schema that allows only the declared arguments, unless it says otherwise.
+
+    JSON schema allows unknown keys by default; a call to a function never needs them, and without
+    this bound a weak model can keep inventing keys until max_tokens.
+    """
+    if parameters.get("type") == "object" and "additionalProperties" not in parameters:
+        return {**parameters, "properties": parameters.get("properties", {}),
+                "additionalProperties": False}
+    return parameters
+
+
 def tool_call_schema(tools: list[dict[str, Any]], name: str | None = None) -> dict[str, Any]:
     """The JSON schema of one Qwen3 tool call body: `{"name": ..., "arguments": {...}}`.
 
@@ -154,7 +166,7 @@ def tool_call_schema(tools: list[dict[str, Any]], name: str | None = None) -> di
         function = _function(tool)
         if name is not None and function.get("name") != name:
             continue
-        parameters = function.get("parameters") or {"type": "object"}
+        parameters = closed_object(function.get("parameters") or {"type": "object"})
         variants.append(
             {
                 "type": "object",
