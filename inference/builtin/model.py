@@ -87,8 +87,10 @@ def export(directory: str | os.PathLike) -> Path:
 
 
 def is_builtin_folder(path: str | os.PathLike) -> bool:
-    marker = Path(path) / "builtin.json"
-    if not marker.is_file():
+    folder = Path(path)
+    marker = folder / "builtin.json"
+    if not all((folder / name).is_file() for name in ("builtin.json", "config.json",
+                                                        "model.safetensors", "tokenizer.json")):
         return False
     try:
         return json.loads(marker.read_text(encoding="utf-8")).get("version") == BUILTIN_VERSION

@@ -69,3 +69,18 @@ def live_server(builtin_dir):
     proc, base = start_server("--model", "builtin", "--no-fallback")
     yield base
     stop_server(proc)
+
+
+@pytest.fixture(scope="session")
+def server_factory(builtin_dir):
+    """Start extra servers with their own flags; all are stopped at the end of the session."""
+    procs = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> str:
+        proc, base = start_server(*args, env=env)
+        procs.append(proc)
+        return base
+
+    yield start
+    for proc in procs:
+        stop_server(proc)

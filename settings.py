@@ -1,0 +1,131 @@
+"""Settings of the whole server: the engine's settings plus where and how the server listens.
+
+One class, three ways in: command-line flags (`python app.py --model builtin --port 8123`), environment
+variables (`NF4SERVE_MODEL=builtin`) and keyword arguments (tests). Flags are generated from the fields
+by pydantic-settings, in kebab case; a boolean that defaults to true is turned off with `--no-<name>`
+(`--no-ui`, `--no-fallback`), one that defaults to false is turned on with `--<name>` (`--offline`).
+The README's configuration table is `markdown_table()`; `python -m settings --markdown` prints it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from inference.config import EngineSettings
+
+ENV_PREFIX = "NF4SERVE_"
+SPACE_PORT = 7860
+
+
+def _on_space() -> bool:
+    """Whether this process runs on a Hugging Face Space (which sets SPACE_ID)."""
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def _default_host() -> str:
+    # A Space routes traffic to 0.0.0.0:7860; anywhere else stay on loopback unless asked.
+    return "0.0.0.0" if _on_space() else "127.0.0.1"  # noqa: S104
+
+
+class Settings(EngineSettings):
+    """Server settings: the engine's fields plus host, port, API key and UI switch."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        validate_default=True,
+        protected_namespaces=(),
+        cli_prog_name="app.py",
+        cli_kebab_case=True,
+        cli_implicit_flags="toggle",
+        cli_exit_on_error=True,
+        cli_hide_none_type=True,
+    )
+
+    host: str = Field(
+        default_factory=_default_host,
+        description="Interface to listen on; `0.0.0.0` makes the server reachable from other machines.",
+    )
+    port: int = Field(SPACE_PORT, ge=0, le=65535, description="TCP port to listen on.")
+    api_key: str | None = Field(
+        None,
+        description="When set, `/api/v1` requires `Authorization: Bearer <key>` (health excepted); "
+        "the playground is not affected.",
+    )
+    ui: bool = Field(
+        True,
+        description="Serve the Gradio playground at `/`; `--no-ui` serves the API alone (also the "
+        "case when gradio is not installed).",
+    )
+    root_path: str = Field(
+        "", description="URL prefix under which a reverse proxy serves this app, e.g. `/nf4serve`."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Logging level of the server and the engine."
+    )
+
+    @classmethod
+    def from_cli(cls, argv: Sequence[str] | None = None) -> Settings:
+        """Settings from command-line flags (`argv`, default `sys.argv[1:]`) over environment variables."""
+        args = list(sys.argv[1:] if argv is None else argv)
+        return cls(_cli_parse_args=args)
+
+    @property
+    def on_space(self) -> bool:
+        return _on_space()
+
+
+# Defaults that depend on the machine, written the way the README should show them.
+_DOC_DEFAULTS = {
+    "host": "`127.0.0.1` (`0.0.0.0` on a Space)",
+    "cache_dir": "`~/.cache/nf4serve`",
+}
+
+
+def _flag(name: str, default: object) -> str:
+    flag = name.replace("_", "-")
+    if isinstance(default, bool):
+        return f"`--no-{flag}`" if default else f"`--{flag}`"
+    return f"`--{flag}`"
+
+
+def _default_text(name: str, field) -> str:
+    if name in _DOC_DEFAULTS:
+        return _DOC_DEFAULTS[name]
+    default = field.default
+    if default is None:
+        return "—"
+    if isinstance(default, bool):
+        return "`true`" if default else "`false`"
+    if isinstance(default, str) and default == "":
+        return '`""`'
+    return f"`{default}`"
+
+
+def markdown_table(settings_cls: type[Settings] = Settings) -> str:
+    """The README's configuration table: one row per setting, with its flag, variable and default."""
+    rows = [
+        "| Flag | Environment variable | Default | Description |",
+        "|---|---|---|---|",
+    ]
+    for name, field in settings_cls.model_fields.items():
+        description = (field.description or "").replace("|", "\\|")
+        rows.append(
+            f"| {_flag(name, field.default)} | `{ENV_PREFIX}{name.upper()}` "
+            f"| {_default_text(name, field)} | {description} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--markdown"]:
+        sys.stdout.write(markdown_table())
+    else:
+        sys.stdout.write("usage: python -m settings --markdown\n")
+        raise SystemExit(2)

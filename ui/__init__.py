@@ -1,0 +1,58 @@
+"""The Gradio playground, mounted at `/` of the server's FastAPI app.
+
+Gradio is imported only inside `mount_ui`, so the rest of the server (and `import ui.conversation`)
+works where gradio is not installed; `gradio_available()` tells the app whether to try.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+from fastapi import FastAPI
+
+# Nothing leaves the machine: Gradio's usage analytics and the Hub's telemetry stay off.
+OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}
+SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica", "Arial",
+                "sans-serif"]
+MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
+
+
+def gradio_available() -> bool:
+    return importlib.util.find_spec("gradio") is not None
+
+
+def mount_ui(app: FastAPI, engine: Any, settings: Any) -> None:
+    """Build the playground on `engine` and mount it at `/` of `app`."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    import gradio as gr
+
+    from .blocks import CSS, build_blocks
+    from .playground import Playground
+
+    playground = Playground(
+        engine,
+        api_key=bool(settings.api_key),
+        root_path=settings.root_path,
+        host=f"{settings.host}:{settings.port}",
+    )
+    blocks = build_blocks(playground)
+    # The engine schedules fairly and queues the excess itself, so Gradio must not serialise users.
+    blocks.queue(default_concurrency_limit=None)
+    # System fonts: a theme font from Google Fonts would be fetched by every browser.
+    theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
+    gr.mount_gradio_app(
+        app,
+        blocks,
+        path="/",
+        theme=theme,
+        css=CSS,
+        footer_links=["settings"],
+        run_history=False,
+        ssr_mode=False,
+        show_error=False,
+        server_name=settings.host,
+        server_port=settings.port,
+    )
