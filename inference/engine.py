@@ -30,7 +30,14 @@ from .loader import LoadedModel, load_model
 from .runner import ModelRunner
 from .scheduler import Scheduler
 from .sequence import Sequence
-from .types import GenerationChunk, GenerationRequest, GenerationResult, SamplingDefaults, Timings, Usage
+from .types import (
+    GenerationChunk,
+    GenerationRequest,
+    GenerationResult,
+    SamplingDefaults,
+    Timings,
+    Usage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +45,7 @@ logger = logging.getLogger(__name__)
 class RequestStream:
     """The async stream of one request's chunks. Leaving the loop early cancels the request."""
 
-    def __init__(self, seq: Sequence, queue: asyncio.Queue[GenerationChunk], engine: "Engine"):
+    def __init__(self, seq: Sequence, queue: asyncio.Queue[GenerationChunk], engine: Engine):
         self._seq = seq
         self._queue = queue
         self._engine = engine

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from .config import BUILTIN_MODEL, EngineSettings
-from .info import count_parameters
 from .errors import ModelLoadError, ModelUnavailableError, QuantizationError
+from .info import count_parameters
 from .types import SamplingDefaults
 
 logger = logging.getLogger(__name__)

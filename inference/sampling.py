@@ -125,5 +125,5 @@ class Sampler:
         k = self.params.logprobs or 0
         if k > 0:
             values, ids = torch.topk(logprobs, k)
-            top = [(int(i), decode(int(i)), float(v)) for v, i in zip(values.tolist(), ids.tolist())]
+            top = [(int(i), decode(int(i)), float(v)) for v, i in zip(values.tolist(), ids.tolist(), strict=True)]
         return TokenLogprob(token, decode(token), float(logprobs[token]), top)

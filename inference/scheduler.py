@@ -46,6 +46,7 @@ class Scheduler:
         self.max_queued = max_queued
         self.waiting: deque[Sequence] = deque()
         self.active: list[Sequence] = []
+        self._admitting = 0  # taken off `waiting`, being prefilled, not yet in `active`
         self.counters = Counters()
         self._wake = threading.Condition()
         self._stopping = False
@@ -66,11 +67,11 @@ class Scheduler:
 
     @property
     def active_count(self) -> int:
-        return len(self.active)
+        return len(self.active) + self._admitting
 
     def add(self, seq: Sequence) -> None:
         with self._wake:
-            free_slots = max(0, self.max_active - len(self.active))
+            free_slots = max(0, self.max_active - len(self.active) - self._admitting)
             if len(self.waiting) >= self.max_queued + free_slots:
                 raise EngineOverloadedError(len(self.waiting), self.max_queued)
             self.waiting.append(seq)
@@ -93,6 +94,7 @@ class Scheduler:
                     admitted = []
                     while self.waiting and len(self.active) + len(admitted) < self.max_active:
                         admitted.append(self.waiting.popleft())
+                    self._admitting = len(admitted)
                 try:
                     self._iteration(admitted)
                 except Exception:  # never let the worker die: that would hang every request
@@ -100,6 +102,7 @@ class Scheduler:
                     for seq in admitted:
                         if not seq.finished and seq not in self.active:
                             seq.abort("error", "internal scheduler error")
+                    self._admitting = 0
                     self.active = [s for s in self.active if not s.finished]
         for seq in list(self.waiting) + self.active:
             if not seq.finished:
@@ -111,6 +114,8 @@ class Scheduler:
             self._step(seq, prefill=True)
             if not seq.finished:
                 self.active.append(seq)
+            with self._wake:
+                self._admitting -= 1
         for seq in list(self.active):
             self._step(seq, prefill=False)
         self.active = [s for s in self.active if not s.finished]

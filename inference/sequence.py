@@ -18,8 +18,8 @@ from .types import (
     FinishReason,
     GenerationChunk,
     SamplingParams,
-    TokenLogprob,
     Timings,
+    TokenLogprob,
     Usage,
 )
 

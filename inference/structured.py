@@ -42,7 +42,7 @@ JSON_OPTIONS: dict[str, Any] = {
 }
 
 _cache_lock = threading.Lock()
-_llg_tokenizers: "weakref.WeakKeyDictionary[Any, llguidance.LLTokenizer]" = (
+_llg_tokenizers: weakref.WeakKeyDictionary[Any, llguidance.LLTokenizer] = (
     weakref.WeakKeyDictionary()
 )
 _BIT_SHIFTS = torch.arange(32, dtype=torch.int32)
@@ -82,11 +82,6 @@ class GrammarLogitsProcessor:
         if self._matcher.is_error():
             raise InvalidRequestError(f"Invalid {name}: {self._matcher.get_error()}")
         self._consumed = 0
-
-    @property
-    def is_accepting(self) -> bool:
-        """Whether the output so far is complete (the grammar allows ending here)."""
-        return self._matcher.is_accepting()
 
     def allowed_tokens(self, vocab_size: int) -> torch.Tensor:
         """A bool tensor over `vocab_size` ids: True where the grammar allows the token next."""

@@ -47,7 +47,7 @@ class SamplingParams:
     logprobs: int | None = None
     logits_processors: list[LogitsProcessor] = field(default_factory=list)
 
-    def resolved(self, defaults: "SamplingDefaults") -> "SamplingParams":
+    def resolved(self, defaults: SamplingDefaults) -> SamplingParams:
         """A copy with every `None` default replaced by the model's default."""
         import dataclasses
 

@@ -9,7 +9,13 @@ import time
 
 import pytest
 
-from inference import Engine, EngineSettings, ModelLoadError, ModelUnavailableError, QuantizationError
+from inference import (
+    Engine,
+    EngineSettings,
+    ModelLoadError,
+    ModelUnavailableError,
+    QuantizationError,
+)
 from inference.loader import check_4bit, load_model
 
 from ..conftest import CACHE_DIR, ROOT

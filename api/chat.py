@@ -1,0 +1,260 @@
+"""POST /chat/completions: OpenAI's Chat Completions on the engine.
+
+One engine request per choice (`n`), all submitted before any answer starts, so a too-long prompt
+(413) or a saturated engine (503) is an HTTP status, not a broken stream. Each choice's text goes
+through the same two parsers in both modes: `<think>` into `reasoning_content`, then Qwen3
+`<tool_call>` blocks into `tool_calls`; non-streaming is the stream collected, so both agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from api import logprobs as logprobs_mod
+from api.deps import EngineDep, unless_disconnected
+from api.errors import engine_errors, generation_failed
+from api.protocol import (
+    ERROR_RESPONSES,
+    ChatCompletionChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessageOut,
+    ChunkChoice,
+    DeltaFunctionCall,
+    DeltaMessage,
+    DeltaToolCall,
+    FunctionCallOut,
+    ToolCallOut,
+    UsageInfo,
+    new_id,
+    now,
+)
+from api.reasoning import ReasoningParser, prompt_opens_reasoning
+from api.sse import DONE, EventSourceResponse, guarded, merge, sse
+from api.tool_calls import ToolCallDelta, ToolCallParser
+from inference.types import GenerationChunk, GenerationRequest, GenerationResult
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["chat"])
+
+STREAM_RESPONSE = {
+    "description": "With `stream: true`: Server-Sent Events, one `chat.completion.chunk` each, "
+    "then `data: [DONE]`.",
+    "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ChatCompletionChunk"}}},
+}
+
+
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletionResponse,
+    responses={**ERROR_RESPONSES, 200: STREAM_RESPONSE},
+    summary="Create a chat completion (OpenAI-compatible)",
+)
+async def create_chat_completion(
+    body: ChatCompletionRequest, request: Request, engine: EngineDep
+) -> Any:
+    return await ChatCompletion(engine, body).respond(request)
+
+
+@dataclass
+class ChoiceDelta:
+    reasoning: str = ""
+    content: str = ""
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
+
+
+class ChoiceParser:
+    """One choice's text, split into reasoning, content and tool calls as it streams."""
+
+    def __init__(self, *, in_reasoning: bool, tools: bool, in_call: bool):
+        self.reasoning = ReasoningParser(in_reasoning=in_reasoning)
+        self.tools = ToolCallParser(in_call=in_call) if tools else None
+
+    def feed(self, text: str, *, final: bool = False) -> ChoiceDelta:
+        split = self.reasoning.feed(text)
+        if final:
+            split += self.reasoning.finish()
+        if self.tools is None:
+            return ChoiceDelta(split.reasoning, split.content)
+        parsed = self.tools.feed(split.content)
+        if final:
+            parsed += self.tools.finish()
+        return ChoiceDelta(split.reasoning, parsed.content, parsed.tool_calls)
+
+
+def finish_reason(engine_reason: str, has_calls: bool) -> str:
+    if engine_reason == "length":
+        return "length"
+    return "tool_calls" if has_calls else "stop"
+
+
+class ChatCompletion:
+    """One chat completion request: submits its choices, then answers in JSON or as SSE."""
+
+    def __init__(self, engine: Any, body: ChatCompletionRequest):
+        self.engine = engine
+        self.body = body
+        self.id = new_id("chatcmpl-")
+        self.created = now()
+        self.in_reasoning = False
+        self.streams: list[Any] = []
+
+    async def respond(self, request: Request) -> Any:
+        with engine_errors("messages"):
+            await self._submit()
+        if self.body.stream:
+            events = guarded(self._events(), self._cancel_all, "messages")
+            return EventSourceResponse(events)
+        try:
+            collected = asyncio.gather(*(stream.collect() for stream in self.streams))
+            results = await unless_disconnected(request, collected, self._cancel_all)
+        except BaseException:
+            self._cancel_all()  # no choice outlives its request
+            raise
+        return self._response(results)
+
+    def _requests(self, tokenizer: Any) -> list[GenerationRequest]:
+        return [self.body.to_generation_request(tokenizer, i) for i in range(self.body.n)]
+
+    async def _submit(self) -> None:
+        engine, body = self.engine, self.body
+        tokenizer = engine.tokenizer  # raises ModelNotLoadedError (503) while loading
+        if body.uses_grammar:
+            # Grammars compile off the event loop (the first one also builds the tokenizer index).
+            requests = await asyncio.to_thread(self._requests, tokenizer)
+        else:
+            requests = self._requests(tokenizer)
+        first = requests[0]
+        if not body.forces_tool_call:
+            prompt = engine.render_chat(first.messages, first.tools, first.chat_template_kwargs)
+            self.in_reasoning = prompt_opens_reasoning(prompt)
+        try:
+            for generation_request in requests:
+                self.streams.append(engine.submit(generation_request))
+        except BaseException:
+            self._cancel_all()
+            raise
+        logger.debug("%s: %d choice(s) submitted", self.id, len(self.streams))
+
+    def _cancel_all(self) -> None:
+        for stream in self.streams:
+            stream.cancel()
+
+    def _parser(self) -> ChoiceParser:
+        tools = self.body.tool_mode is not None
+        return ChoiceParser(
+            in_reasoning=self.in_reasoning, tools=tools, in_call=self.body.forces_tool_call
+        )
+
+    def _logprobs(self, items: Any) -> Any:
+        if not self.body.logprobs:
+            return None
+        return logprobs_mod.to_openai(self.engine.tokenizer, items)
+
+    # -- non-streaming ------------------------------------------------------------------------
+
+    def _response(self, results: list[GenerationResult]) -> ChatCompletionResponse:
+        choices = []
+        for index, result in enumerate(results):
+            if result.finish_reason == "error":
+                raise generation_failed(result.error)
+            parser = self._parser()
+            parsed = parser.feed(result.text, final=True)
+            calls = parser.tools.calls if parser.tools else []
+            content: str | None = parsed.content
+            if parser.tools:
+                content = parser.tools.final_content(parsed.content)
+            message = ChatMessageOut(
+                content=content,
+                reasoning_content=parsed.reasoning or None,
+                tool_calls=[
+                    ToolCallOut(id=c.id, function=FunctionCallOut(name=c.name, arguments=c.arguments))
+                    for c in calls
+                ]
+                or None,
+            )
+            choices.append(
+                ChatCompletionChoice(
+                    index=index,
+                    message=message,
+                    logprobs=self._logprobs(result.logprobs),
+                    finish_reason=finish_reason(result.finish_reason, bool(calls)),
+                )
+            )
+        return ChatCompletionResponse(
+            id=self.id, created=self.created, model=self.engine.model_name, choices=choices,
+            usage=self._usage(results),
+        )
+
+    def _usage(self, results: list[Any]) -> UsageInfo:
+        prompt = self.streams[0].prompt_tokens if self.streams else 0
+        completion = sum(r.usage.completion_tokens for r in results if r.usage is not None)
+        return UsageInfo.of(prompt, completion)
+
+    # -- streaming ----------------------------------------------------------------------------
+
+    def _chunk(self, choices: list[ChunkChoice], usage: UsageInfo | None = None) -> str:
+        return sse(
+            ChatCompletionChunk(
+                id=self.id, created=self.created, model=self.engine.model_name, choices=choices,
+                usage=usage,
+            )
+        )
+
+    async def _events(self) -> AsyncIterator[str]:
+        parsers = [self._parser() for _ in self.streams]
+        has_calls = [False] * len(self.streams)
+        finals: list[GenerationChunk | None] = [None] * len(self.streams)
+        for index in range(len(self.streams)):
+            yield self._chunk([ChunkChoice(index=index, delta=DeltaMessage(role="assistant",
+                                                                            content=""))])
+        async for index, chunk in merge(self.streams):
+            if chunk.finish_reason == "error":
+                raise generation_failed(chunk.error)
+            final = chunk.finish_reason is not None
+            parsed = parsers[index].feed(chunk.text, final=final)
+            has_calls[index] |= bool(parsed.tool_calls)
+            delta = DeltaMessage(
+                content=parsed.content or None,
+                reasoning_content=parsed.reasoning or None,
+                tool_calls=_delta_tool_calls(parsed.tool_calls) or None,
+            )
+            logprobs = self._logprobs(chunk.logprobs) if chunk.logprobs else None
+            if delta.content or delta.reasoning_content or delta.tool_calls or logprobs:
+                yield self._chunk([ChunkChoice(index=index, delta=delta, logprobs=logprobs)])
+            if final:
+                finals[index] = chunk
+                reason = finish_reason(chunk.finish_reason, has_calls[index])
+                yield self._chunk(
+                    [ChunkChoice(index=index, delta=DeltaMessage(), finish_reason=reason)]
+                )
+        if self.body.stream_options and self.body.stream_options.include_usage:
+            yield self._chunk([], usage=self._usage([c for c in finals if c is not None]))
+        yield DONE
+
+
+def _delta_tool_calls(deltas: list[ToolCallDelta]) -> list[DeltaToolCall]:
+    """Wire deltas: a call's first piece has its id, type and name; pieces of the same call that
+    arrive in one step are sent as one."""
+    result: list[DeltaToolCall] = []
+    for delta in deltas:
+        previous = result[-1] if result else None
+        if previous is not None and previous.index == delta.index and delta.id is None:
+            previous.function.arguments = (previous.function.arguments or "") + delta.arguments
+        elif delta.id is not None:
+            function = DeltaFunctionCall(name=delta.name, arguments=delta.arguments)
+            result.append(
+                DeltaToolCall(index=delta.index, id=delta.id, type="function", function=function)
+            )
+        else:
+            function = DeltaFunctionCall(arguments=delta.arguments)
+            result.append(DeltaToolCall(index=delta.index, function=function))
+    return result

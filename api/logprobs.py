@@ -1,0 +1,60 @@
+"""Log probabilities in OpenAI's shape: `{"content": [{"token", "logprob", "bytes",
+"top_logprobs": [...]}]}`.
+
+The engine reports each token's text, which for a token holding part of a multi-byte character is
+not its real bytes; `bytes` are recovered exactly from the byte-level BPE vocabulary.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from api.protocol import ChoiceLogprobs, TokenLogprob, TopLogprob
+from inference.types import TokenLogprob as EngineTokenLogprob
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, reversed: the printable stand-in character -> its byte."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return {chr(code): byte for byte, code in zip(printable, codes, strict=True)}
+
+
+def token_bytes(tokenizer: Any, token_id: int, text: str) -> list[int]:
+    """The exact bytes of a token (its vocabulary entry), falling back to its text in UTF-8."""
+    try:
+        piece = tokenizer.convert_ids_to_tokens(token_id)
+    except Exception:  # noqa: BLE001  (ids beyond the tokenizer: use the text)
+        piece = None
+    decoder = _byte_decoder()
+    if isinstance(piece, str) and piece and all(ch in decoder for ch in piece):
+        return [decoder[ch] for ch in piece]
+    return list(text.encode("utf-8"))
+
+
+def to_openai(tokenizer: Any, logprobs: list[EngineTokenLogprob] | None) -> ChoiceLogprobs:
+    """The engine's per-token logprobs as a choice's (or chunk's) `logprobs` object."""
+    content = []
+    for item in logprobs or []:
+        top = [
+            TopLogprob(token=text, logprob=value, bytes=token_bytes(tokenizer, token_id, text))
+            for token_id, text, value in item.top
+        ]
+        content.append(
+            TokenLogprob(
+                token=item.token,
+                logprob=item.logprob,
+                bytes=token_bytes(tokenizer, item.token_id, item.token),
+                top_logprobs=top,
+            )
+        )
+    return ChoiceLogprobs(content=content)

@@ -1,0 +1,138 @@
+"""Shared pieces of the wire format: constrained sampling fields, usage, ids and the error body.
+
+Each sampling field is defined once as an `Annotated` type with its bounds and description, and
+reused by `/generate` and `/chat/completions`; `None` means "the model's default" (read from its
+generation_config.json: temperature 0.7, top_p 0.8, top_k 20 for Qwen3-4B-Instruct-2507).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from inference.types import Timings, Usage
+
+
+class RequestModel(BaseModel):
+    """Base of every request body: fields this server does not know are ignored, not rejected."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+
+MaxTokens = Annotated[
+    int | None,
+    Field(ge=1, description="Most tokens to generate; default 2048, clipped to the context window."),
+]
+Temperature = Annotated[
+    float | None,
+    Field(ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy. Default: the model's."),
+]
+TopP = Annotated[
+    float | None,
+    Field(gt=0.0, le=1.0, description="Nucleus sampling: keep the smallest set of tokens whose "
+          "probability reaches top_p. Default: the model's."),
+]
+TopK = Annotated[
+    int | None,
+    Field(ge=0, description="Keep the k most likely tokens; 0 turns it off. Default: the model's."),
+]
+MinP = Annotated[
+    float | None,
+    Field(ge=0.0, le=1.0, description="Drop tokens below min_p times the top token's probability."),
+]
+RepetitionPenalty = Annotated[
+    float | None,
+    Field(gt=0.0, le=10.0, description="CTRL-style penalty on tokens already seen; 1 is off."),
+]
+Penalty = Annotated[
+    float,
+    Field(ge=-2.0, le=2.0, description="OpenAI-style penalty on generated tokens; 0 is off."),
+]
+Seed = Annotated[
+    int | None,
+    Field(description="Sample reproducibly: the same seed and parameters give the same output."),
+]
+StopString = Annotated[str, Field(min_length=1)]
+Stop = Annotated[
+    StopString | Annotated[list[StopString], Field(max_length=4)] | None,
+    Field(description="Up to 4 strings that end generation; they are not part of the output."),
+]
+
+
+def stop_list(stop: str | list[str] | None) -> list[str]:
+    if stop is None:
+        return []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+def new_id(prefix: str) -> str:
+    """An id in OpenAI's style: a prefix and 24 hex characters."""
+    return f"{prefix}{uuid.uuid4().hex[:24]}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class UsageInfo(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> UsageInfo:
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+
+    @classmethod
+    def from_engine(cls, usage: Usage | None, prompt_tokens: int = 0) -> UsageInfo:
+        if usage is None:
+            return cls.of(prompt_tokens, 0)
+        return cls.of(usage.prompt_tokens, usage.completion_tokens)
+
+
+class TimingsInfo(BaseModel):
+    """Seconds measured by the engine; tokens_per_second counts decode tokens after the first."""
+
+    queue: float
+    time_to_first_token: float
+    total: float
+    tokens_per_second: float
+
+    @classmethod
+    def from_engine(cls, timings: Timings | None) -> TimingsInfo:
+        return cls(**(timings or Timings()).as_dict())
+
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str = Field(description="invalid_request_error, authentication_error or server_error.")
+    param: str | None = Field(None, description="The offending request parameter, if any.")
+    code: str | None = Field(None, description="e.g. context_length_exceeded, invalid_api_key.")
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body, for every error status and for errors inside a stream."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "Invalid request; `param` names the offending parameter.",
+        401: "Missing or wrong API key (only when the server has one).",
+        413: "The prompt does not fit the context window (`context_length_exceeded`).",
+        500: "Generation failed for this request; the server keeps serving.",
+        503: "The model is not loaded yet, or the server is saturated; see `Retry-After`.",
+    }.items()
+}

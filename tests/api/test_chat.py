@@ -1,0 +1,274 @@
+"""POST /chat/completions on the real app and the built-in model (random weights: assertions are on
+shapes, validity and determinism, never on what the text says)."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from tests.api.events import collect_chat_stream, read_events
+
+USER = [{"role": "user", "content": "Name a colour."}]
+WEATHER = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 8}, "unit": {"enum": ["c", "f"]}},
+    "required": ["city", "unit"],
+}
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city.",
+                                      "parameters": WEATHER}},
+    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}},
+]
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 10},
+                   "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+async def chat(client, **fields):
+    response = await client.post("/chat/completions", json={"messages": USER, **fields})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def chat_stream(client, **fields):
+    response = await client.post("/chat/completions",
+                                 json={"messages": USER, "stream": True, **fields})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    return read_events(response.text)
+
+
+async def test_response_has_openai_shape(api_client, builtin_engine):
+    body = await chat(api_client, max_tokens=6, seed=1)
+    assert body["id"].startswith("chatcmpl-") and body["object"] == "chat.completion"
+    assert isinstance(body["created"], int) and body["model"] == builtin_engine.model_name
+    (choice,) = body["choices"]
+    assert choice["index"] == 0 and choice["logprobs"] is None
+    assert choice["finish_reason"] in ("stop", "length")
+    assert choice["message"]["role"] == "assistant"
+    assert isinstance(choice["message"]["content"], str)
+    assert "tool_calls" not in choice["message"]
+    usage = body["usage"]
+    prompt = builtin_engine.render_chat(USER)
+    assert usage["prompt_tokens"] == len(builtin_engine.tokenizer.encode(prompt))
+    assert 1 <= usage["completion_tokens"] <= 6
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+async def test_same_seed_same_text_and_greedy_is_deterministic(api_client):
+    first = await chat(api_client, max_tokens=8, seed=42, temperature=1.0)
+    again = await chat(api_client, max_tokens=8, seed=42, temperature=1.0)
+    assert first["choices"][0]["message"] == again["choices"][0]["message"]
+    greedy = [await chat(api_client, max_tokens=8, temperature=0) for _ in range(2)]
+    assert greedy[0]["choices"][0]["message"] == greedy[1]["choices"][0]["message"]
+
+
+async def test_n_choices_each_seeded_as_its_own_request(api_client):
+    body = await chat(api_client, n=3, max_tokens=5, seed=7, temperature=1.0)
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    assert body["usage"]["completion_tokens"] <= 15
+    single = await chat(api_client, max_tokens=5, seed=8, temperature=1.0)  # choice 1: seed 7 + 1
+    assert body["choices"][1]["message"] == single["choices"][0]["message"]
+
+
+async def test_stop_string_cuts_and_is_not_returned(api_client):
+    full = (await chat(api_client, max_tokens=24, seed=3, temperature=1.0))["choices"][0]
+    text = full["message"]["content"]
+    assert len(text) > 6, text
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
+    cut = (await chat(api_client, max_tokens=24, seed=3, temperature=1.0, stop=[stop]))
+    choice = cut["choices"][0]
+    assert choice["message"]["content"] == text[: text.index(stop)]
+    assert choice["finish_reason"] == "stop"
+
+
+async def test_logprobs_in_openai_shape(api_client):
+    body = await chat(api_client, max_tokens=6, seed=5, logprobs=True, top_logprobs=3)
+    choice = body["choices"][0]
+    content = choice["logprobs"]["content"]
+    assert len(content) == body["usage"]["completion_tokens"]
+    for item in content:
+        assert set(item) == {"token", "logprob", "bytes", "top_logprobs"}
+        assert item["logprob"] <= 0 and len(item["top_logprobs"]) == 3
+        assert all(top["logprob"] <= 0 for top in item["top_logprobs"])
+    if choice["finish_reason"] == "length":  # every token is in the text: bytes are exact
+        raw = b"".join(bytes(item["bytes"]) for item in content)
+        assert raw.decode("utf-8") == choice["message"]["content"]
+
+
+async def test_stream_agrees_with_json_and_ends_with_usage_and_done(api_client):
+    fields = {"max_tokens": 10, "seed": 11, "temperature": 1.0, "n": 2}
+    body = await chat(api_client, **fields)
+    events = await chat_stream(api_client, stream_options={"include_usage": True}, **fields)
+    assert events[-1] == "[DONE]"
+    usage_chunk = events[-2]
+    assert usage_chunk["choices"] == [] and usage_chunk["usage"] == body["usage"]
+    chunks = events[:-1]
+    assert all(c["object"] == "chat.completion.chunk" and c["id"] == chunks[0]["id"] for c in chunks)
+    assert chunks[0]["id"].startswith("chatcmpl-")
+    streamed = collect_chat_stream(events)
+    for choice in body["choices"]:
+        got = streamed[choice["index"]]
+        assert got["role"] == "assistant"
+        assert got["content"] == choice["message"]["content"]
+        assert got["finish"] == choice["finish_reason"]
+
+
+async def test_stream_without_include_usage_has_no_usage_chunk(api_client):
+    events = await chat_stream(api_client, max_tokens=3)
+    assert events[-1] == "[DONE]"
+    assert all(event["choices"] for event in events[:-1])
+    assert all(event.get("usage") is None for event in events[:-1])
+
+
+async def test_json_schema_output_validates(api_client):
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}
+    for seed in (1, 2):
+        body = await chat(api_client, max_tokens=48, seed=seed, response_format=fmt)
+        choice = body["choices"][0]
+        assert choice["finish_reason"] == "stop"
+        jsonschema.validate(json.loads(choice["message"]["content"]), PERSON)
+
+
+async def test_json_object_output_parses(api_client):
+    body = await chat(api_client, max_tokens=64, seed=4, temperature=0.0,
+                      response_format={"type": "json_object"})
+    choice = body["choices"][0]
+    assert choice["message"]["content"].startswith("{")
+    if choice["finish_reason"] == "stop":
+        assert isinstance(json.loads(choice["message"]["content"]), dict)
+
+
+def check_calls(calls, name=None):
+    assert calls
+    for call in calls:
+        assert call["id"].startswith("call_") and call["type"] == "function"
+        function = call["function"]
+        arguments = json.loads(function["arguments"])
+        if name:
+            assert function["name"] == name
+        if function["name"] == "get_weather":
+            jsonschema.validate(arguments, WEATHER)
+        else:
+            assert function["name"] == "get_time" and arguments == {}
+
+
+@pytest.mark.parametrize(
+    "tool_choice",
+    ["required", {"type": "function", "function": {"name": "get_weather"}}],
+    ids=["required", "named"],
+)
+async def test_forced_tool_calls_valid_and_streaming_agrees(api_client, tool_choice):
+    name = tool_choice["function"]["name"] if isinstance(tool_choice, dict) else None
+    fields = {"tools": TOOLS, "tool_choice": tool_choice, "max_tokens": 96, "seed": 2,
+              "parallel_tool_calls": False}
+    body = await chat(api_client, **fields)
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] is None
+    check_calls(choice["message"]["tool_calls"], name)
+
+    streamed = collect_chat_stream(await chat_stream(api_client, **fields))[0]
+    assert streamed["finish"] == "tool_calls" and streamed["content"] == ""
+    calls = [streamed["tool_calls"][i] for i in sorted(streamed["tool_calls"])]
+    assert [(c["name"], c["arguments"]) for c in calls] == [
+        (c["function"]["name"], c["function"]["arguments"]) for c in choice["message"]["tool_calls"]]
+
+
+async def test_required_allows_parallel_calls(api_client):
+    body = await chat(api_client, tools=TOOLS, tool_choice="required", max_tokens=300, seed=5)
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls", choice
+    check_calls(choice["message"]["tool_calls"])
+
+
+async def test_tool_result_round_trip(api_client):
+    first = await chat(api_client, tools=TOOLS, tool_choice="required", max_tokens=96, seed=2,
+                       parallel_tool_calls=False)
+    message = first["choices"][0]["message"]
+    call = message["tool_calls"][0]
+    messages = USER + [
+        message,
+        {"role": "tool", "tool_call_id": call["id"], "content": '{"temperature": 21}'},
+    ]
+    response = await api_client.post("/chat/completions", json={
+        "messages": messages, "tools": TOOLS, "max_tokens": 8, "seed": 1})
+    assert response.status_code == 200, response.text
+    answer = response.json()["choices"][0]
+    assert answer["finish_reason"] in ("stop", "length", "tool_calls")
+    assert "<tool_call>" not in (answer["message"]["content"] or "")
+
+
+async def test_auto_tools_never_leak_markup(api_client):
+    for seed in range(3):
+        body = await chat(api_client, tools=TOOLS, max_tokens=12, seed=seed)
+        message = body["choices"][0]["message"]
+        for tag in ("<tool_call>", "</tool_call>", "<think>", "</think>"):
+            assert tag not in (message["content"] or "")
+
+
+async def test_chat_template_kwargs_reach_the_engine(api_client, builtin_engine, monkeypatch):
+    seen = []
+    submit = builtin_engine.submit
+
+    def spy(request):
+        seen.append(request.chat_template_kwargs)
+        return submit(request)
+
+    monkeypatch.setattr(builtin_engine, "submit", spy)
+    await chat(api_client, max_tokens=2, chat_template_kwargs={"enable_thinking": False})
+    assert seen == [{"enable_thinking": False}]
+
+
+async def test_prompt_over_the_window_is_413_with_both_numbers(api_client, builtin_engine,
+                                                               monkeypatch):
+    monkeypatch.setattr(builtin_engine.settings, "max_context", 32)
+    response = await api_client.post("/chat/completions", json={
+        "messages": [{"role": "user", "content": "word " * 40}]})
+    assert response.status_code == 413
+    error = response.json()["error"]
+    assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
+    assert "32" in error["message"] and str(error["message"]).count("tokens") >= 2
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": USER, "temperature": 3}, "temperature"),
+        ({"messages": USER, "top_logprobs": 2}, "top_logprobs"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {
+            "url": "http://x/y.png"}}]}]}, "messages[0].content[0].type"),
+        ({"messages": USER, "tools": TOOLS, "tool_choice": {"type": "function", "function": {
+            "name": "nope"}}}, "tool_choice"),
+        ({"messages": USER, "response_format": {"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"type": "string", "format": "no-such-format"}}}},
+         "response_format.json_schema.schema"),
+        ({}, "messages"),
+    ],
+)
+async def test_invalid_requests_are_400_naming_the_param(api_client, body, param):
+    response = await api_client.post("/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+
+
+async def test_malformed_json_is_400(api_client):
+    response = await api_client.post("/chat/completions", content=b'{"messages": [',
+                                      headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert response.json()["error"]["code"] == "invalid_json"
+
+
+async def test_body_without_json_content_type_says_how_to_send_it(api_client):
+    response = await api_client.post("/chat/completions", content=b'{"messages": []}',
+                                      headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 400
+    assert "Content-Type: application/json" in response.json()["error"]["message"]

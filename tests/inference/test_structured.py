@@ -1,0 +1,149 @@
+"""Grammar-constrained decoding: whatever the logits say, the output follows the grammar.
+
+The processors are driven here by random logits (a stand-in for the worst possible model): for
+many seeds the sampled text must parse, validate against its schema, and end with `<|im_end|>`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+
+from inference import structured
+from inference.errors import GenerationError, InvalidRequestError
+
+MODEL_VOCAB = 151936  # Qwen3's logits rows; the tokenizer knows 151669 ids
+IM_END = 151645
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "age": {"type": "integer", "minimum": 0, "maximum": 130},
+        "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 3},
+        "ok": {"type": "boolean"},
+    },
+    "required": ["name", "age", "tags", "ok"],
+    "additionalProperties": False,
+}
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 10}, "unit": {"enum": ["c", "f"]}},
+        "required": ["city", "unit"]}}},
+    {"type": "function", "function": {"name": "get_time"}},
+]
+
+
+def sample(tokenizer, processor, seed: int, max_steps: int = 300) -> tuple[str, bool]:
+    """Sample with random logits through `processor`; (text, ended with <|im_end|>)."""
+    generator = torch.Generator().manual_seed(seed)
+    output: list[int] = []
+    for _ in range(max_steps):
+        logits = torch.randn(MODEL_VOCAB, generator=generator) * 3
+        logits = processor(output, logits)
+        token = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
+        if token == IM_END:
+            return tokenizer.decode(output), True
+        output.append(token)
+    return tokenizer.decode(output), False
+
+
+def test_llg_tokenizer_is_built_once(builtin_tokenizer):
+    assert structured.llg_tokenizer(builtin_tokenizer) is structured.llg_tokenizer(builtin_tokenizer)
+    assert structured.end_of_turn_id(builtin_tokenizer) == IM_END
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_json_schema_output_always_validates(builtin_tokenizer, seed):
+    processor = structured.json_schema_processor(builtin_tokenizer, PERSON)
+    text, ended = sample(builtin_tokenizer, processor, seed)
+    assert ended, text
+    jsonschema.validate(json.loads(text), PERSON)
+    assert "\n" not in text and "  " not in text  # compact: fixed separators only
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_json_object_output_always_parses(builtin_tokenizer, seed):
+    text, ended = sample(builtin_tokenizer, structured.json_object_processor(builtin_tokenizer),
+                         seed, max_steps=150)
+    if ended:
+        assert isinstance(json.loads(text), dict)
+    else:  # cut off: still a prefix of an object
+        assert text.startswith("{")
+
+
+def test_first_step_allows_only_an_opening_brace_and_never_padding_ids(builtin_tokenizer):
+    processor = structured.json_object_processor(builtin_tokenizer)
+    allowed = processor.allowed_tokens(MODEL_VOCAB)
+    assert allowed.shape == (MODEL_VOCAB,)
+    assert not allowed[len(builtin_tokenizer):].any()
+    assert not allowed[IM_END]
+    ids = allowed.nonzero().flatten().tolist()
+    assert ids and all(builtin_tokenizer.decode([i]).startswith("{") for i in ids)
+
+
+def test_only_end_of_turn_once_complete(builtin_tokenizer):
+    processor = structured.json_schema_processor(builtin_tokenizer, {"enum": ["yes"]})
+    output = builtin_tokenizer.encode('"yes"', add_special_tokens=False)
+    logits = processor(output, torch.zeros(MODEL_VOCAB))
+    assert torch.isfinite(logits).nonzero().flatten().tolist() == [IM_END]
+
+
+def test_processor_masks_logits_on_their_device_and_dtype(builtin_tokenizer):
+    processor = structured.json_object_processor(builtin_tokenizer)
+    logits = processor([], torch.zeros(MODEL_VOCAB, dtype=torch.bfloat16))
+    assert logits.dtype == torch.bfloat16 and torch.isinf(logits).sum() > 150000
+
+
+def test_a_token_outside_the_grammar_fails_the_request(builtin_tokenizer):
+    processor = structured.json_object_processor(builtin_tokenizer)
+    bad = builtin_tokenizer.encode("hello", add_special_tokens=False)
+    with pytest.raises(GenerationError):
+        processor(bad, torch.zeros(MODEL_VOCAB))
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("choice", ["required", "get_weather", "get_time"])
+def test_forced_tool_calls_are_valid_qwen3_calls(builtin_tokenizer, choice, seed):
+    processor = structured.tool_call_processor(builtin_tokenizer, TOOLS, choice,
+                                               parallel=choice == "required")
+    text, ended = sample(builtin_tokenizer, processor, seed)
+    assert ended, text
+    blocks = (structured.TOOL_CALL_PREFIX + text).split("<tool_call>\n")[1:]
+    assert blocks
+    for block in blocks:
+        body, _, rest = block.partition("\n</tool_call>")
+        assert rest in ("", "\n")
+        call = json.loads(body)
+        assert set(call) == {"name", "arguments"}
+        if choice != "required":
+            assert call["name"] == choice
+        if call["name"] == "get_weather":
+            jsonschema.validate(call["arguments"], TOOLS[0]["function"]["parameters"])
+        else:
+            assert call["arguments"] == {}
+    if choice != "required":
+        assert len(blocks) == 1
+
+
+def test_unknown_function_is_an_invalid_request(builtin_tokenizer):
+    with pytest.raises(InvalidRequestError) as info:
+        structured.tool_call_processor(builtin_tokenizer, TOOLS, "nope")
+    assert info.value.param == "tool_choice"
+
+
+def test_unsupported_schema_is_an_invalid_request(builtin_tokenizer):
+    with pytest.raises(InvalidRequestError) as info:
+        structured.json_schema_processor(builtin_tokenizer, {"type": "string", "format": "nope"})
+    assert info.value.param == "response_format.json_schema.schema"
+
+
+def test_no_web_framework_is_imported():
+    code = "import sys, inference.structured; assert 'fastapi' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
