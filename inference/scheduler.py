@@ -67,11 +67,12 @@ class Scheduler:
 
     @property
     def active_count(self) -> int:
-        return len(self.active) + self._admitting
+        # A finished request may still sit in `active` until the worker's next pass: not counted.
+        return sum(1 for s in self.active if not s.finished) + self._admitting
 
     def add(self, seq: Sequence) -> None:
         with self._wake:
-            free_slots = max(0, self.max_active - len(self.active) - self._admitting)
+            free_slots = max(0, self.max_active - self.active_count)
             if len(self.waiting) >= self.max_queued + free_slots:
                 raise EngineOverloadedError(len(self.waiting), self.max_queued)
             self.waiting.append(seq)
