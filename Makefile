@@ -4,7 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Without an NVIDIA GPU take the CPU build of torch; with one, requirements.txt's range pulls CUDA.
+# Without an NVIDIA GPU, pin torch 2.13.0 first: on this project's CI machines that is a CPU build
+# kept on disk; elsewhere PyPI's default Linux wheel (CUDA-enabled, it runs on CPUs too). With a GPU,
+# requirements.txt's range picks the platform's CUDA build.
 TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "" || echo "torch==2.13.0")
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1

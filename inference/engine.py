@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from . import info as info_mod
@@ -35,6 +36,7 @@ from .types import (
     GenerationRequest,
     GenerationResult,
     SamplingDefaults,
+    SamplingParams,
     Timings,
     Usage,
 )
@@ -42,15 +44,28 @@ from .types import (
 logger = logging.getLogger(__name__)
 
 
+@dataclass
+class Prepared:
+    """A request ready for the scheduler: resolved parameters and its prompt's tokens."""
+
+    request: GenerationRequest
+    params: SamplingParams
+    prompt_ids: list[int]
+    prompt_text: str | None
+
+
 class RequestStream:
     """The async stream of one request's chunks. Leaving the loop early cancels the request."""
 
-    def __init__(self, seq: Sequence, queue: asyncio.Queue[GenerationChunk], engine: Engine):
+    def __init__(self, seq: Sequence, queue: asyncio.Queue[GenerationChunk], engine: Engine,
+                 prompt_text: str | None = None):
         self._seq = seq
         self._queue = queue
         self._engine = engine
         self._done = False
         self.request_id = seq.request_id
+        self.prompt_token_ids = seq.prompt_ids
+        self.prompt_text = prompt_text  # the rendered prompt; None for a token-id prompt
         self.prompt_tokens = len(seq.prompt_ids)
         self.max_tokens = seq.max_tokens
 
@@ -188,7 +203,8 @@ class Engine:
                     assistant_prefix: str = "") -> str:
         return render_chat(self.tokenizer, messages, tools, chat_template_kwargs, assistant_prefix)
 
-    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
+    def _prompt(self, request: GenerationRequest) -> tuple[list[int], str | None]:
+        """The prompt's token ids, and its text when it was rendered from chat messages."""
         given = [x is not None for x in (request.prompt, request.prompt_token_ids, request.messages)]
         if sum(given) != 1:
             raise InvalidRequestError("give exactly one of prompt, prompt_token_ids or messages")
@@ -197,31 +213,35 @@ class Engine:
             ids = list(request.prompt_token_ids)
             if any(not isinstance(i, int) or not 0 <= i < len(tokenizer) for i in ids):
                 raise InvalidRequestError("prompt_token_ids holds an unknown token id", "prompt")
-            return ids
+            return ids, None
         if request.prompt is not None:
-            return tokenizer.encode(request.prompt, add_special_tokens=False)
+            return tokenizer.encode(request.prompt, add_special_tokens=False), request.prompt
         kwargs = dict(tools=request.tools, chat_template_kwargs=request.chat_template_kwargs,
                       assistant_prefix=request.assistant_prefix)
         if self.settings.trim_chat_history:
             request.messages, ids = trim_to_fit(tokenizer, request.messages, self.max_context - 1,
                                                 **kwargs)
-            return ids
-        return tokenizer.encode(render_chat(tokenizer, request.messages, **kwargs),
-                                add_special_tokens=False)
+            return ids, render_chat(tokenizer, request.messages, **kwargs)
+        text = render_chat(tokenizer, request.messages, **kwargs)
+        return tokenizer.encode(text, add_special_tokens=False), text
 
-    def submit(self, request: GenerationRequest) -> RequestStream:
-        """Validate, tokenize and enqueue; raises typed errors before any chunk is produced."""
+    def _prepare(self, request: GenerationRequest) -> Prepared:
+        """Everything before enqueueing: defaults, template, tokens, the context check. Thread-safe."""
         loaded = self._require()
         params = request.sampling.resolved(loaded.defaults)
         if params.max_tokens is not None and params.max_tokens < 1:
             raise InvalidRequestError("max_tokens must be at least 1", "max_tokens")
-        prompt_ids = self._prompt_ids(request)
+        prompt_ids, prompt_text = self._prompt(request)
         if not prompt_ids:
             raise InvalidRequestError("the prompt is empty", "prompt")
         room = self.max_context - len(prompt_ids)
         if room < 1:
             raise ContextLengthError(len(prompt_ids), self.max_context, params.max_tokens)
         params.max_tokens = min(params.max_tokens or room, room)
+        return Prepared(request, params, prompt_ids, prompt_text)
+
+    def _enqueue(self, prepared: Prepared) -> RequestStream:
+        loaded = self._require()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[GenerationChunk] = asyncio.Queue()
 
@@ -231,14 +251,25 @@ class Engine:
             except RuntimeError:  # the consumer's event loop is closed: nobody is listening
                 seq.cancel()
 
-        seq = Sequence(request.request_id, prompt_ids, params, set(loaded.stop_token_ids),
-                       IncrementalDetokenizer(loaded.tokenizer), emit, request.source)
+        request = prepared.request
+        seq = Sequence(request.request_id, prepared.prompt_ids, prepared.params,
+                       set(loaded.stop_token_ids), IncrementalDetokenizer(loaded.tokenizer), emit,
+                       request.source)
         assert self._scheduler is not None
         self._scheduler.add(seq)
-        return RequestStream(seq, queue, self)
+        return RequestStream(seq, queue, self, prepared.prompt_text)
+
+    def submit(self, request: GenerationRequest) -> RequestStream:
+        """Validate, tokenize and enqueue; raises typed errors before any chunk is produced."""
+        return self._enqueue(self._prepare(request))
+
+    async def asubmit(self, request: GenerationRequest) -> RequestStream:
+        """`submit`, with the template and tokenizer run on a worker thread, so that a huge prompt
+        does not hold up the event loop (and every other stream on it)."""
+        return self._enqueue(await asyncio.to_thread(self._prepare, request))
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        return await self.submit(request).collect()
+        return await (await self.asubmit(request)).collect()
 
     # -- reporting ----------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:

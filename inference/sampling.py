@@ -12,6 +12,10 @@ import torch
 
 from .types import SamplingParams, TokenLogprob
 
+GREEDY_BELOW = 1e-5  # temperatures under this are treated as 0 (greedy)
+# What OpenAI reports for a token that could not be picked; JSON has no -inf.
+MIN_LOGPROB = -9999.0
+
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
     """CTRL-style penalty over tokens seen in the prompt or the output (`seen` is a bool mask)."""
@@ -98,13 +102,16 @@ class Sampler:
     def choose(self, logits: torch.Tensor) -> int:
         p = self.params
         temperature = p.temperature or 0.0
-        if temperature <= 0.0 or p.top_k == 1:
+        # A temperature this small divides logits into overflow; it means greedy anyway.
+        if temperature < GREEDY_BELOW or p.top_k == 1:
             return int(torch.argmax(logits))
         logits = logits / temperature
         logits = filter_top_k(logits, p.top_k or 0)
         logits = filter_top_p(logits, p.top_p if p.top_p is not None else 1.0)
         logits = filter_min_p(logits, p.min_p or 0.0)
         probs = torch.softmax(logits, dim=-1)
+        if not torch.isfinite(probs).all() or float(probs.sum()) <= 0.0:
+            return int(torch.argmax(logits))  # extreme penalties overflowed: take the best token
         return int(torch.multinomial(probs, 1, generator=self.generator))
 
     def __call__(self, logits: torch.Tensor, output_ids: list[int], decode) -> SampledToken:
@@ -125,5 +132,7 @@ class Sampler:
         k = self.params.logprobs or 0
         if k > 0:
             values, ids = torch.topk(logprobs, k)
-            top = [(int(i), decode(int(i)), float(v)) for v, i in zip(values.tolist(), ids.tolist(), strict=True)]
-        return TokenLogprob(token, decode(token), float(logprobs[token]), top)
+            # Tokens masked out (by a grammar, say) are not alternatives: leave them out.
+            top = [(int(i), decode(int(i)), float(v))
+                   for v, i in zip(values.tolist(), ids.tolist(), strict=True) if v > float("-inf")]
+        return TokenLogprob(token, decode(token), max(float(logprobs[token]), MIN_LOGPROB), top)

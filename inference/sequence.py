@@ -78,11 +78,11 @@ class Sequence:
             self.first_token = now
         self.generated += 1
         self._held_ids.append(token_id)
+        if token_id in self.stop_token_ids:
+            self._finish("stop")  # the stop token is counted but has no text and no logprob
+            return
         if logprob is not None:
             self._held_logprobs.append(logprob)
-        if token_id in self.stop_token_ids:
-            self._finish("stop")
-            return
         self.output_ids.append(token_id)
         self.next_input = token_id
         text, hit = self.stop_matcher.feed(self.detokenizer.add(token_id))
@@ -107,6 +107,8 @@ class Sequence:
         if flush and not self.stop_matcher.stopped:
             tail, hit = self.stop_matcher.feed(self.detokenizer.flush())
             text += tail if hit else tail + self.stop_matcher.flush()
+            if hit:
+                reason = "stop"
         self.finish_reason = reason
         self.finished_at = time.perf_counter()
         self.cache = None  # frees the KV cache now, not when the consumer lets go

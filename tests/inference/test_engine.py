@@ -182,8 +182,7 @@ async def test_max_tokens_clipped_to_window(small_engine):
 
 
 async def test_overloaded_when_queue_full(small_engine):
-    first = small_engine.submit(req(max_tokens=30))
-    await asyncio.sleep(0.05)
+    first = small_engine.submit(req(max_tokens=30))  # queued or running: the only slot is taken
     with pytest.raises(EngineOverloadedError):
         small_engine.submit(req(max_tokens=4))
     first.cancel()
@@ -207,3 +206,32 @@ async def test_trim_policy_drops_oldest_turns(builtin_dir):
         assert len(request.messages) < len(history)
     finally:
         await engine.shutdown()
+
+
+async def test_tiny_temperature_is_greedy(builtin_engine):
+    greedy = await builtin_engine.generate(req(temperature=0))
+    tiny = await builtin_engine.generate(req(temperature=1e-45, repetition_penalty=1e-300))
+    assert tiny.finish_reason == "length" and len(tiny.token_ids) == 16
+    assert (await builtin_engine.generate(req(temperature=1e-45))).token_ids == greedy.token_ids
+
+
+async def test_logprobs_skip_masked_alternatives_and_the_stop_token(builtin_engine, builtin_tokenizer):
+    ids = builtin_tokenizer.encode("ok!")
+    result = await builtin_engine.generate(req(max_tokens=16, logprobs=5,
+                                               logits_processors=[ForceTokens(ids)]))
+    assert result.finish_reason == "stop" and result.token_ids == ids + [151645]
+    assert [lp.token_id for lp in result.logprobs] == ids  # no entry for <|im_end|>
+    for lp in result.logprobs:
+        assert lp.logprob == 0.0  # forced: the only token left
+        assert [t for t, _, _ in lp.top] == [lp.token_id]  # -inf alternatives are dropped
+
+
+async def test_asubmit_matches_submit_and_reports_the_prompt(builtin_engine):
+    request = req(max_tokens=6, temperature=0)
+    stream = await builtin_engine.asubmit(request)
+    assert stream.prompt_text.endswith("<|im_start|>assistant\n")
+    assert stream.prompt_token_ids[-3:] == [151644, 77091, 198]
+    again = builtin_engine.submit(GenerationRequest(prompt_token_ids=stream.prompt_token_ids,
+                                                    sampling=SamplingParams(max_tokens=6, temperature=0)))
+    assert again.prompt_text is None
+    assert (await stream.collect()).token_ids == (await again.collect()).token_ids
