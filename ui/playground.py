@@ -87,12 +87,12 @@ class Playground:
             source="ui",
         )
         try:
-            stream = self.engine.submit(request)
+            stream = await self.engine.asubmit(request)
         except Exception as exc:
             _log_unexpected(exc)
             yield history + reply_messages("", error=error_text(exc))
             return
-        opened = self._prompt_opens_reasoning(messages)
+        opened = (stream.prompt_text or "").rstrip().endswith(THINK_OPEN)
         text = ""
         try:
             async for chunk in stream:
@@ -113,19 +113,6 @@ class Playground:
         finally:
             stream.cancel()
 
-    def _prompt_opens_reasoning(self, messages: list[Message]) -> bool:
-        """Whether the chat template already opened `<think>` (Qwen3 thinking models)."""
-        tokenizer = getattr(self.engine, "tokenizer", None)
-        if tokenizer is None:
-            return False
-        try:
-            prompt = tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
-        except Exception:  # a template problem surfaces in the engine's own error
-            return False
-        return isinstance(prompt, str) and prompt.rstrip().endswith(THINK_OPEN)
-
     # -- completion -------------------------------------------------------------------------------
 
     async def complete(
@@ -141,7 +128,7 @@ class Playground:
             source="ui",
         )
         try:
-            stream = self.engine.submit(request)
+            stream = await self.engine.asubmit(request)
         except Exception as exc:
             _log_unexpected(exc)
             yield "", f"⚠️ {error_text(exc)}"
