@@ -1,6 +1,6 @@
 """The API app factory: `create_api(engine, api_key=...)` builds the FastAPI sub-app that app.py
-mounts at /api/v1. It registers the routers and every exception handler, and nothing else: the
-engine is created, started and shut down by the root app's lifespan, never here.
+mounts at /api/v1. It registers the routers, every exception handler and the body size cap, and
+nothing else: the engine is created, started and shut down by the root app's lifespan, never here.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from pydantic import BaseModel
 
 from api import chat, generate, service
+from api.body_limit import MAX_BODY_BYTES, BodySizeLimit
 from api.deps import require_api_key
 from api.errors import install_error_handlers
 from api.protocol import ChatCompletionChunk, GenerateChunk
@@ -32,7 +33,9 @@ an API key, send it as `Authorization: Bearer <key>` (`/health` never needs it).
 """
 
 
-def create_api(engine: Any, *, api_key: str | None = None) -> FastAPI:
+def create_api(
+    engine: Any, *, api_key: str | None = None, max_body_bytes: int = MAX_BODY_BYTES
+) -> FastAPI:
     """The /api/v1 app, serving `engine` (an `inference.Engine`, started or not)."""
     app = FastAPI(
         title=API_TITLE,
@@ -54,6 +57,7 @@ def create_api(engine: Any, *, api_key: str | None = None) -> FastAPI:
     app.include_router(service.router, dependencies=secured)
     app.include_router(service.health_router)
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     _document_stream_models(app)
     return app
 

@@ -1,9 +1,12 @@
 """POST /chat/completions: OpenAI's Chat Completions on the engine.
 
 One engine request per choice (`n`), all submitted before any answer starts, so a too-long prompt
-(413) or a saturated engine (503) is an HTTP status, not a broken stream. Each choice's text goes
-through the same two parsers in both modes: `<think>` into `reasoning_content`, then Qwen3
-`<tool_call>` blocks into `tool_calls`; non-streaming is the stream collected, so both agree.
+(413) or a saturated engine (503) is an HTTP status, not a broken stream. The chat is rendered and
+tokenized once, off the event loop (`engine.asubmit`): the other choices reuse the first one's
+prompt tokens. Each choice's text goes through the same two parsers in both modes: `<think>` into
+`reasoning_content`, then Qwen3 `<tool_call>` blocks into `tool_calls`; non-streaming is the stream
+collected, so both agree. A choice that failed (500) or that the server cancelled (503: shutting
+down) fails the whole answer.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from fastapi import APIRouter, Request
 
 from api import logprobs as logprobs_mod
 from api.deps import EngineDep, unless_disconnected
-from api.errors import engine_errors, generation_failed
+from api.errors import check_finished, engine_errors
 from api.protocol import (
     ERROR_RESPONSES,
     ChatCompletionChoice,
@@ -109,39 +112,41 @@ class ChatCompletion:
 
     async def respond(self, request: Request) -> Any:
         with engine_errors("messages"):
-            await self._submit()
+            await self.submit(await self._requests())
         if self.body.stream:
-            events = guarded(self._events(), self._cancel_all, "messages")
-            return EventSourceResponse(events)
+            return EventSourceResponse(guarded(self.events(), self._cancel_all, "messages"))
         try:
             collected = asyncio.gather(*(stream.collect() for stream in self.streams))
             results = await unless_disconnected(request, collected, self._cancel_all)
         except BaseException:
             self._cancel_all()  # no choice outlives its request
             raise
-        return self._response(results)
+        return self.response(results)
 
-    def _requests(self, tokenizer: Any) -> list[GenerationRequest]:
-        return [self.body.to_generation_request(tokenizer, i) for i in range(self.body.n)]
+    async def _requests(self) -> list[GenerationRequest]:
+        body = self.body
+        tokenizer = self.engine.tokenizer  # raises ModelNotLoadedError (503) while loading
 
-    async def _submit(self) -> None:
-        engine, body = self.engine, self.body
-        tokenizer = engine.tokenizer  # raises ModelNotLoadedError (503) while loading
-        if body.uses_grammar:
-            # Grammars compile off the event loop (the first one also builds the tokenizer index).
-            requests = await asyncio.to_thread(self._requests, tokenizer)
-        else:
-            requests = self._requests(tokenizer)
-        first = requests[0]
-        if not body.forces_tool_call:
-            prompt = engine.render_chat(first.messages, first.tools, first.chat_template_kwargs)
-            self.in_reasoning = prompt_opens_reasoning(prompt)
+        def build() -> list[GenerationRequest]:
+            return [body.to_generation_request(tokenizer, i) for i in range(body.n)]
+
+        # Grammars compile off the event loop (the first one also builds the tokenizer index).
+        return await asyncio.to_thread(build) if body.uses_grammar else build()
+
+    async def submit(self, requests: list[GenerationRequest]) -> None:
+        """Submit one engine request per choice. The first renders and tokenizes the chat; the
+        others get its prompt tokens, so the template runs once however large `n` is."""
         try:
-            for generation_request in requests:
-                self.streams.append(engine.submit(generation_request))
+            first = await self.engine.asubmit(requests[0])
+            self.streams.append(first)
+            for request in requests[1:]:
+                request.messages, request.prompt_token_ids = None, list(first.prompt_token_ids)
+                self.streams.append(await self.engine.asubmit(request))
         except BaseException:
             self._cancel_all()
             raise
+        if not self.body.forces_tool_call and first.prompt_text is not None:
+            self.in_reasoning = prompt_opens_reasoning(first.prompt_text)
         logger.debug("%s: %d choice(s) submitted", self.id, len(self.streams))
 
     def _cancel_all(self) -> None:
@@ -161,11 +166,11 @@ class ChatCompletion:
 
     # -- non-streaming ------------------------------------------------------------------------
 
-    def _response(self, results: list[GenerationResult]) -> ChatCompletionResponse:
+    def response(self, results: list[GenerationResult]) -> ChatCompletionResponse:
+        """The JSON answer: each choice's collected stream, parsed."""
         choices = []
         for index, result in enumerate(results):
-            if result.finish_reason == "error":
-                raise generation_failed(result.error)
+            check_finished(result.finish_reason, result.error)
             parser = self._parser()
             parsed = parser.feed(result.text, final=True)
             calls = parser.tools.calls if parser.tools else []
@@ -209,7 +214,9 @@ class ChatCompletion:
             )
         )
 
-    async def _events(self) -> AsyncIterator[str]:
+    async def events(self) -> AsyncIterator[str]:
+        """The SSE answer: role first, then deltas as the choices produce them, a finish chunk
+        per choice, the usage chunk (include_usage) and `[DONE]`."""
         parsers = [self._parser() for _ in self.streams]
         has_calls = [False] * len(self.streams)
         finals: list[GenerationChunk | None] = [None] * len(self.streams)
@@ -217,19 +224,17 @@ class ChatCompletion:
             yield self._chunk([ChunkChoice(index=index, delta=DeltaMessage(role="assistant",
                                                                             content=""))])
         async for index, chunk in merge(self.streams):
-            if chunk.finish_reason == "error":
-                raise generation_failed(chunk.error)
+            check_finished(chunk.finish_reason, chunk.error)
             final = chunk.finish_reason is not None
             parsed = parsers[index].feed(chunk.text, final=final)
             has_calls[index] |= bool(parsed.tool_calls)
-            delta = DeltaMessage(
-                content=parsed.content or None,
-                reasoning_content=parsed.reasoning or None,
-                tool_calls=_delta_tool_calls(parsed.tool_calls) or None,
-            )
             logprobs = self._logprobs(chunk.logprobs) if chunk.logprobs else None
-            if delta.content or delta.reasoning_content or delta.tool_calls or logprobs:
+            deltas = _deltas(parsed)
+            if logprobs and not deltas:
+                deltas = [DeltaMessage()]
+            for delta in deltas:  # the chunk's logprobs go with its first delta
                 yield self._chunk([ChunkChoice(index=index, delta=delta, logprobs=logprobs)])
+                logprobs = None
             if final:
                 finals[index] = chunk
                 reason = finish_reason(chunk.finish_reason, has_calls[index])
@@ -241,19 +246,33 @@ class ChatCompletion:
         yield DONE
 
 
+def _deltas(parsed: ChoiceDelta) -> list[DeltaMessage]:
+    """One step's wire deltas: its text first, then each tool-call piece in a chunk of its own."""
+    deltas = []
+    if parsed.content or parsed.reasoning:
+        deltas.append(DeltaMessage(content=parsed.content or None,
+                                   reasoning_content=parsed.reasoning or None))
+    deltas.extend(DeltaMessage(tool_calls=[call]) for call in _delta_tool_calls(parsed.tool_calls))
+    return deltas
+
+
 def _delta_tool_calls(deltas: list[ToolCallDelta]) -> list[DeltaToolCall]:
-    """Wire deltas: a call's first piece has its id, type and name; pieces of the same call that
-    arrive in one step are sent as one."""
+    """Wire deltas, as OpenAI streams them: a call's first piece carries only its index, id, type,
+    name and `arguments: ""`; argument text follows in later pieces (fragments of the same call
+    that arrive in one step are joined)."""
     result: list[DeltaToolCall] = []
     for delta in deltas:
         previous = result[-1] if result else None
-        if previous is not None and previous.index == delta.index and delta.id is None:
-            previous.function.arguments = (previous.function.arguments or "") + delta.arguments
-        elif delta.id is not None:
-            function = DeltaFunctionCall(name=delta.name, arguments=delta.arguments)
+        if delta.id is not None:
+            function = DeltaFunctionCall(name=delta.name, arguments="")
             result.append(
                 DeltaToolCall(index=delta.index, id=delta.id, type="function", function=function)
             )
+            if delta.arguments:  # a call parsed whole: its arguments come next
+                result.append(DeltaToolCall(index=delta.index,
+                                            function=DeltaFunctionCall(arguments=delta.arguments)))
+        elif previous is not None and previous.index == delta.index and previous.id is None:
+            previous.function.arguments = (previous.function.arguments or "") + delta.arguments
         else:
             function = DeltaFunctionCall(arguments=delta.arguments)
             result.append(DeltaToolCall(index=delta.index, function=function))

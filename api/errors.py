@@ -4,9 +4,11 @@ HTTP status and OpenAI's body `{"error": {"message", "type", "param", "code"}}`.
 - 400 `invalid_request_error` for invalid requests, malformed JSON included (FastAPI's 422 becomes
   400), with `param` naming the offending parameter (`messages[0].content`, `temperature`, ...).
 - 401 for a missing or wrong API key, 404 for unknown routes and models.
-- 413 `context_length_exceeded` when the prompt does not fit the context window.
+- 413 `context_length_exceeded` when the prompt does not fit the context window, and
+  `request_too_large` for a body over the size cap (`api.body_limit`).
 - 500 `server_error` when generation fails; only that request fails.
-- 503 with `Retry-After` while the model loads, after it failed to load, or when saturated.
+- 503 with `Retry-After` while the model loads, after it failed to load, when saturated, and when
+  the server cancelled a generation itself (`cancelled`: it is shutting down).
 """
 
 from __future__ import annotations
@@ -100,6 +102,24 @@ def generation_failed(message: str | None) -> APIError:
     """A request whose stream ended with finish_reason "error"."""
     return APIError(500, f"Generation failed: {message or 'unknown error'}", type="server_error",
                     code="generation_failed")
+
+
+def generation_cancelled(message: str | None) -> APIError:
+    """A request whose stream the server ended with finish_reason "cancelled" (shutting down).
+
+    A cancel the client caused never gets here: its disconnect ends the request first."""
+    reason = message or "the server cancelled it"
+    return APIError(503, f"The generation was cancelled before it finished: {reason}. Retry.",
+                    type="server_error", code="cancelled",
+                    headers={"Retry-After": str(LOADING_RETRY_AFTER_S)})
+
+
+def check_finished(finish_reason: str | None, message: str | None) -> None:
+    """Raise the API error for a generation that ended without an answer (failed or cancelled)."""
+    if finish_reason == "error":
+        raise generation_failed(message)
+    if finish_reason == "cancelled":
+        raise generation_cancelled(message)
 
 
 def validation_param(error: dict[str, Any], body: Any) -> str | None:

@@ -1,7 +1,9 @@
 """POST /generate: raw-text completion, no chat template; JSON or Server-Sent Events.
 
 Streaming sends one `generation.chunk` event per text delta, then one with `finish_reason`, `usage`
-and `timings`, then `data: [DONE]`. The non-streaming answer is the same stream collected.
+and `timings`, then `data: [DONE]`. The non-streaming answer is the same stream collected. The
+prompt is tokenized off the event loop (`engine.asubmit`). A generation that failed is a 500, one
+the server cancelled (shutting down) a 503, as in /chat/completions.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from api.deps import EngineDep, unless_disconnected
-from api.errors import engine_errors, generation_failed
+from api.errors import check_finished, engine_errors
 from api.protocol import (
     ERROR_RESPONSES,
     GenerateChunk,
@@ -45,15 +47,14 @@ STREAM_RESPONSE = {
 )
 async def generate(body: GenerateRequest, request: Request, engine: EngineDep) -> Any:
     with engine_errors("prompt"):
-        stream = engine.submit(body.to_generation_request())
+        stream = await engine.asubmit(body.to_generation_request())
     request_id, created, model = new_id("gen-"), now(), engine.model_name
     if body.stream:
         return EventSourceResponse(
             guarded(_events(stream, request_id, created, model), stream.cancel, "prompt")
         )
     result = await unless_disconnected(request, stream.collect(), stream.cancel)
-    if result.finish_reason == "error":
-        raise generation_failed(result.error)
+    check_finished(result.finish_reason, result.error)
     return GenerateResponse(
         id=request_id,
         created=created,
@@ -67,8 +68,7 @@ async def generate(body: GenerateRequest, request: Request, engine: EngineDep) -
 
 async def _events(stream: Any, request_id: str, created: int, model: str) -> AsyncIterator[str]:
     async for chunk in stream:
-        if chunk.finish_reason == "error":
-            raise generation_failed(chunk.error)
+        check_finished(chunk.finish_reason, chunk.error)
         event = GenerateChunk(id=request_id, created=created, model=model, text=chunk.text)
         if chunk.finish_reason is not None:
             event.finish_reason = chunk.finish_reason

@@ -2,16 +2,24 @@
 "top_logprobs": [...]}]}`.
 
 The engine reports each token's text, which for a token holding part of a multi-byte character is
-not its real bytes; `bytes` are recovered exactly from the byte-level BPE vocabulary.
+not its real bytes; `bytes` are recovered exactly from the byte-level BPE vocabulary. Every logprob
+is a finite number: JSON has no -inf, and OpenAI reports an impossible token as -9999.0.
 """
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Any
 
 from api.protocol import ChoiceLogprobs, TokenLogprob, TopLogprob
 from inference.types import TokenLogprob as EngineTokenLogprob
+
+MIN_LOGPROB = -9999.0  # OpenAI's value for a token that could not have been picked
+
+
+def finite(logprob: float) -> float:
+    return logprob if math.isfinite(logprob) else MIN_LOGPROB
 
 
 @lru_cache(maxsize=1)
@@ -46,13 +54,14 @@ def to_openai(tokenizer: Any, logprobs: list[EngineTokenLogprob] | None) -> Choi
     content = []
     for item in logprobs or []:
         top = [
-            TopLogprob(token=text, logprob=value, bytes=token_bytes(tokenizer, token_id, text))
+            TopLogprob(token=text, logprob=finite(value),
+                       bytes=token_bytes(tokenizer, token_id, text))
             for token_id, text, value in item.top
         ]
         content.append(
             TokenLogprob(
                 token=item.token,
-                logprob=item.logprob,
+                logprob=finite(item.logprob),
                 bytes=token_bytes(tokenizer, item.token_id, item.token),
                 top_logprobs=top,
             )

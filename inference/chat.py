@@ -75,18 +75,19 @@ def render_chat(tokenizer, messages: list[dict[str, Any]], tools: list[dict[str,
 
 
 def trim_to_fit(tokenizer, messages: list[dict[str, Any]], budget: int, **render_kwargs) -> tuple[
-        list[dict[str, Any]], list[int]]:
+        list[dict[str, Any]], list[int], str]:
     """Drop the oldest non-system turns until the prompt is at most `budget` tokens.
 
     The last message always stays; an assistant turn's tool results go with it. Returns the kept
-    messages and the prompt's token ids (which may still exceed the budget if nothing can go).
+    messages, the prompt's token ids (which may still exceed the budget if nothing can go) and text.
     """
     kept = list(messages)
     while True:
-        ids = tokenizer.encode(render_chat(tokenizer, kept, **render_kwargs), add_special_tokens=False)
+        text = render_chat(tokenizer, kept, **render_kwargs)
+        ids = tokenizer.encode(text, add_special_tokens=False)
         droppable = [i for i, m in enumerate(kept[:-1]) if m.get("role") != "system"]
         if len(ids) <= budget or not droppable:
-            return kept, ids
+            return kept, ids, text
         first = droppable[0]
         del kept[first]
         while first < len(kept) - 1 and kept[first].get("role") == "tool":

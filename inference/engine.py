@@ -219,9 +219,9 @@ class Engine:
         kwargs = dict(tools=request.tools, chat_template_kwargs=request.chat_template_kwargs,
                       assistant_prefix=request.assistant_prefix)
         if self.settings.trim_chat_history:
-            request.messages, ids = trim_to_fit(tokenizer, request.messages, self.max_context - 1,
-                                                **kwargs)
-            return ids, render_chat(tokenizer, request.messages, **kwargs)
+            request.messages, ids, text = trim_to_fit(tokenizer, request.messages,
+                                                      self.max_context - 1, **kwargs)
+            return ids, text
         text = render_chat(tokenizer, request.messages, **kwargs)
         return tokenizer.encode(text, add_special_tokens=False), text
 

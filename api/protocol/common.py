@@ -11,7 +11,8 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from inference.types import Timings, Usage
 
@@ -43,9 +44,15 @@ MinP = Annotated[
     float | None,
     Field(ge=0.0, le=1.0, description="Drop tokens below min_p times the top token's probability."),
 ]
+# vLLM only asks for > 0, but a penalty of 1e-300 multiplies seen-token logits into overflow. At
+# 0.01 the logits grow at most 100-fold, which stays finite even in float16; below that no useful
+# setting exists (0.01 already makes a seen token all but certain).
+MIN_REPETITION_PENALTY = 0.01
 RepetitionPenalty = Annotated[
     float | None,
-    Field(gt=0.0, le=10.0, description="CTRL-style penalty on tokens already seen; 1 is off."),
+    Field(ge=MIN_REPETITION_PENALTY, le=10.0,
+          description="CTRL-style penalty on tokens already seen; 1 is off, below 1 favours them "
+          f"(at least {MIN_REPETITION_PENALTY})."),
 ]
 Penalty = Annotated[
     float,
@@ -55,10 +62,29 @@ Seed = Annotated[
     int | None,
     Field(description="Sample reproducibly: the same seed and parameters give the same output."),
 ]
-StopString = Annotated[str, Field(min_length=1)]
+MAX_STOP = 4
+
+
+def _check_stop(stop: str | list[str] | None) -> str | list[str] | None:
+    """Checked after parsing, so that the error says what is wrong with the list as a whole
+    (a union's own error would be "Input should be a valid string")."""
+    sequences = stop_list(stop)
+    if len(sequences) > MAX_STOP:
+        raise PydanticCustomError(
+            "too_many_stop_sequences",
+            "at most {max} stop sequences are allowed, got {count}",
+            {"max": MAX_STOP, "count": len(sequences)},
+        )
+    if not all(sequences):
+        raise PydanticCustomError("empty_stop_sequence", "a stop sequence must not be empty")
+    return stop
+
+
 Stop = Annotated[
-    StopString | Annotated[list[StopString], Field(max_length=4)] | None,
-    Field(description="Up to 4 strings that end generation; they are not part of the output."),
+    str | list[str] | None,
+    AfterValidator(_check_stop),
+    Field(description=f"Up to {MAX_STOP} strings that end generation; they are not part of the "
+          "output."),
 ]
 
 
@@ -110,7 +136,8 @@ class TimingsInfo(BaseModel):
         return cls(**(timings or Timings()).as_dict())
 
 
-FinishReason = Literal["stop", "length", "cancelled", "error"]
+# "error" and "cancelled" never reach a client: they are answered as 500 and 503 errors.
+FinishReason = Literal["stop", "length"]
 
 
 class ErrorDetail(BaseModel):
@@ -131,8 +158,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, description in {
         400: "Invalid request; `param` names the offending parameter.",
         401: "Missing or wrong API key (only when the server has one).",
-        413: "The prompt does not fit the context window (`context_length_exceeded`).",
+        413: "The prompt does not fit the context window (`context_length_exceeded`), or the "
+        "body is over 16 MiB (`request_too_large`).",
         500: "Generation failed for this request; the server keeps serving.",
-        503: "The model is not loaded yet, or the server is saturated; see `Retry-After`.",
+        503: "The model is not loaded yet, the server is saturated, or it cancelled the "
+        "generation (shutting down); see `Retry-After`.",
     }.items()
 }

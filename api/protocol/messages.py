@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from api.protocol.common import RequestModel
 
@@ -101,11 +101,27 @@ def _arguments(function: FunctionCall) -> Any:
 # -- tools and response formats ---------------------------------------------------------------
 
 
+NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+
+
 class FunctionDefinition(RequestModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     description: str | None = None
-    parameters: dict[str, Any] | None = Field(None, description="JSON schema of the arguments.")
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: dict(NO_PARAMETERS),
+        description="JSON schema of the arguments: an object schema. Left out: no arguments.",
+    )
     strict: bool | None = None
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _object_schema(cls, value: Any) -> Any:
+        """Arguments are always a JSON object (Qwen3 writes them as one, OpenAI requires it)."""
+        if value is None:
+            return dict(NO_PARAMETERS)
+        if isinstance(value, dict) and value.get("type", "object") != "object":
+            raise ValueError(f"must be a JSON schema of type 'object', not {value['type']!r}")
+        return value
 
 
 class ToolDefinition(RequestModel):

@@ -4,10 +4,14 @@ shapes, validity and determinism, never on what the text says)."""
 from __future__ import annotations
 
 import json
+import math
+import threading
 
 import jsonschema
 import pytest
+import torch
 
+from inference import structured
 from tests.api.events import collect_chat_stream, read_events
 
 USER = [{"role": "user", "content": "Name a colour."}]
@@ -136,12 +140,28 @@ async def test_json_schema_output_validates(api_client):
         jsonschema.validate(json.loads(choice["message"]["content"]), PERSON)
 
 
-async def test_json_object_output_parses(api_client):
-    body = await chat(api_client, max_tokens=64, seed=4, temperature=0.0,
-                      response_format={"type": "json_object"})
-    choice = body["choices"][0]
-    assert choice["message"]["content"].startswith("{")
-    if choice["finish_reason"] == "stop":
+async def test_json_object_output_parses(api_client, builtin_engine, monkeypatch):
+    # Random weights never close a JSON string by themselves; a bias towards `"` and `}` stands in
+    # for a model that wants to finish. The grammar (real) decides what is valid and ends the turn.
+    vocab = builtin_engine.tokenizer.get_vocab()
+    closing = torch.tensor([i for token, i in vocab.items() if '"' in token or "}" in token])
+    grammar = structured.json_object_processor
+
+    def biased(tokenizer):
+        processor = grammar(tokenizer)
+
+        def process(output_ids, logits):
+            logits[closing] += 50.0
+            return processor(output_ids, logits)
+
+        return process
+
+    monkeypatch.setattr(structured, "json_object_processor", biased)
+    for seed in (4, 5):
+        body = await chat(api_client, max_tokens=256, seed=seed, temperature=1.0,
+                          response_format={"type": "json_object"})
+        choice = body["choices"][0]
+        assert choice["finish_reason"] == "stop", choice  # the grammar ended the turn
         assert isinstance(json.loads(choice["message"]["content"]), dict)
 
 
@@ -159,6 +179,23 @@ def check_calls(calls, name=None):
             assert function["name"] == "get_time" and arguments == {}
 
 
+def check_header_deltas(events):
+    """Each call's first delta is its header alone: index, id, type, name and `arguments: ""`;
+    argument text only in later deltas, which never repeat the header."""
+    seen = set()
+    for event in events[:-1]:
+        for choice in event["choices"]:
+            for call in choice["delta"].get("tool_calls") or []:
+                if call["index"] not in seen:
+                    seen.add(call["index"])
+                    assert set(call) == {"index", "id", "type", "function"}, call
+                    assert call["function"] == {"name": call["function"]["name"], "arguments": ""}
+                else:
+                    assert set(call) == {"index", "function"}, call
+                    assert set(call["function"]) == {"arguments"} and call["function"]["arguments"]
+    assert seen
+
+
 @pytest.mark.parametrize(
     "tool_choice",
     ["required", {"type": "function", "function": {"name": "get_weather"}}],
@@ -174,7 +211,9 @@ async def test_forced_tool_calls_valid_and_streaming_agrees(api_client, tool_cho
     assert choice["message"]["content"] is None
     check_calls(choice["message"]["tool_calls"], name)
 
-    streamed = collect_chat_stream(await chat_stream(api_client, **fields))[0]
+    events = await chat_stream(api_client, **fields)
+    check_header_deltas(events)
+    streamed = collect_chat_stream(events)[0]
     assert streamed["finish"] == "tool_calls" and streamed["content"] == ""
     calls = [streamed["tool_calls"][i] for i in sorted(streamed["tool_calls"])]
     assert [(c["name"], c["arguments"]) for c in calls] == [
@@ -205,25 +244,93 @@ async def test_tool_result_round_trip(api_client):
     assert "<tool_call>" not in (answer["message"]["content"] or "")
 
 
-async def test_auto_tools_never_leak_markup(api_client):
-    for seed in range(3):
-        body = await chat(api_client, tools=TOOLS, max_tokens=12, seed=seed)
-        message = body["choices"][0]["message"]
-        for tag in ("<tool_call>", "</tool_call>", "<think>", "</think>"):
-            assert tag not in (message["content"] or "")
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+async def test_forced_call_markup_never_leaks(api_client, stream):
+    # A forced call makes the model write `<tool_call>` blocks (the grammar emits the markup);
+    # tests/api/test_chat_forced.py forces text, reasoning and calls together.
+    fields = {"tools": TOOLS, "tool_choice": "required", "max_tokens": 300, "seed": 6}
+    if stream:
+        choice = collect_chat_stream(await chat_stream(api_client, **fields))[0]
+        texts = [choice["content"], choice["reasoning"]]
+        texts += [c["name"] + c["arguments"] for c in choice["tool_calls"].values()]
+    else:
+        message = (await chat(api_client, **fields))["choices"][0]["message"]
+        texts = [message["content"] or "", message.get("reasoning_content") or ""]
+        texts += [c["function"]["name"] + c["function"]["arguments"] for c in message["tool_calls"]]
+    assert len(texts) > 2
+    for tag in ("<tool_call>", "</tool_call>", "<think>", "</think>", "<|im_end|>"):
+        assert all(tag not in text for text in texts)
 
 
-async def test_chat_template_kwargs_reach_the_engine(api_client, builtin_engine, monkeypatch):
-    seen = []
-    submit = builtin_engine.submit
+CUSTOM_TEMPLATE = "{%- if custom_flag is defined %}FLAG={{ custom_flag }}{% endif %}"
 
-    def spy(request):
-        seen.append(request.chat_template_kwargs)
-        return submit(request)
 
-    monkeypatch.setattr(builtin_engine, "submit", spy)
-    await chat(api_client, max_tokens=2, chat_template_kwargs={"enable_thinking": False})
-    assert seen == [{"enable_thinking": False}]
+async def test_chat_template_kwargs_reach_the_template(api_client, builtin_engine, monkeypatch):
+    # The built-in template (Qwen3-Instruct-2507's) reads no kwargs; this one reads `custom_flag`.
+    tokenizer = builtin_engine.tokenizer
+    monkeypatch.setattr(tokenizer, "chat_template", CUSTOM_TEMPLATE + tokenizer.chat_template)
+    prompts = []
+    asubmit = builtin_engine.asubmit
+
+    async def spy(request):
+        stream = await asubmit(request)
+        prompts.append(stream.prompt_text)
+        return stream
+
+    monkeypatch.setattr(builtin_engine, "asubmit", spy)
+    plain = await chat(api_client, max_tokens=1)
+    flagged = await chat(api_client, max_tokens=1, chat_template_kwargs={"custom_flag": "on"})
+    assert "FLAG=" not in prompts[0] and prompts[1].startswith("FLAG=on<|im_start|>")
+    assert flagged["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"]
+
+
+async def test_n_choices_render_the_chat_once_off_the_event_loop(api_client, builtin_engine,
+                                                                  monkeypatch):
+    tokenizer = builtin_engine.tokenizer
+    render, threads = tokenizer.apply_chat_template, []
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(tokenizer, "apply_chat_template", spy)
+    body = await chat(api_client, n=3, max_tokens=2, seed=1)
+    assert len(body["choices"]) == 3
+    assert len(threads) == 1 and threads[0] is not threading.current_thread()
+
+
+async def test_tiny_temperature_is_greedy_and_tiny_repetition_penalty_is_400(api_client):
+    greedy = await chat(api_client, max_tokens=6, temperature=0)
+    tiny = await chat(api_client, max_tokens=6, temperature=1e-45)
+    assert tiny["choices"][0]["message"] == greedy["choices"][0]["message"]
+    response = await api_client.post("/chat/completions", json={
+        "messages": USER, "max_tokens": 4, "repetition_penalty": 1e-300})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "repetition_penalty" and "0.01" in error["message"]
+    lowest = await chat(api_client, max_tokens=6, repetition_penalty=0.01, temperature=1.0, seed=1)
+    assert lowest["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+async def test_logprobs_of_constrained_output_are_finite_and_exclude_the_end_token(api_client):
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}
+    fields = {"max_tokens": 48, "seed": 1, "response_format": fmt, "logprobs": True,
+              "top_logprobs": 3}
+    body = await chat(api_client, **fields)
+    events = await chat_stream(api_client, **fields)
+    streamed = [item for event in events[:-1] for choice in event["choices"]
+                for item in (choice.get("logprobs") or {}).get("content") or []]
+    content = body["choices"][0]["logprobs"]["content"]
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert content and streamed == content
+    # Exactly the tokens of the text: no logprob for the <|im_end|> that ended it.
+    text = body["choices"][0]["message"]["content"]
+    assert b"".join(bytes(item["bytes"]) for item in content).decode() == text
+    for item in content:
+        assert "<|im_end|>" not in item["token"]
+        for entry in [item, *item["top_logprobs"]]:
+            assert isinstance(entry["logprob"], float) and math.isfinite(entry["logprob"])
+            assert entry["logprob"] <= 0
 
 
 async def test_prompt_over_the_window_is_413_with_both_numbers(api_client, builtin_engine,
@@ -250,6 +357,8 @@ async def test_prompt_over_the_window_is_413_with_both_numbers(api_client, built
             "name": "x", "schema": {"type": "string", "format": "no-such-format"}}}},
          "response_format.json_schema.schema"),
         ({}, "messages"),
+        ({"messages": USER, "tools": [{"type": "function", "function": {
+            "name": "f", "parameters": {"type": "string"}}}]}, "tools[0].function.parameters"),
     ],
 )
 async def test_invalid_requests_are_400_naming_the_param(api_client, body, param):

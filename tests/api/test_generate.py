@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from tests.api.events import read_events
 
 
@@ -73,3 +75,32 @@ async def test_invalid_parameters_are_400(api_client):
         response = await api_client.post("/generate", json=body)
         assert response.status_code == 400, body
         assert response.json()["error"]["param"] == param
+
+
+async def test_prompt_is_tokenized_off_the_event_loop(api_client, builtin_engine, monkeypatch):
+    tokenizer = builtin_engine.tokenizer
+    encode, threads = tokenizer.encode, []
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(tokenizer, "encode", spy)
+    response = await api_client.post("/generate", json={"prompt": "Once", "max_tokens": 2})
+    assert response.status_code == 200
+    assert threads and threading.current_thread() not in threads
+
+
+async def test_extreme_sampling_values_never_500(api_client):
+    greedy = await api_client.post("/generate", json={"prompt": "The", "max_tokens": 6,
+                                                      "temperature": 0})
+    tiny = await api_client.post("/generate", json={"prompt": "The", "max_tokens": 6,
+                                                    "temperature": 1e-45})
+    assert tiny.status_code == 200 and tiny.json()["text"] == greedy.json()["text"]
+    rejected = await api_client.post("/generate", json={"prompt": "The",
+                                                        "repetition_penalty": 1e-300})
+    assert rejected.status_code == 400
+    assert rejected.json()["error"]["param"] == "repetition_penalty"
+    lowest = await api_client.post("/generate", json={"prompt": "The", "max_tokens": 6, "seed": 1,
+                                                      "temperature": 1.0, "repetition_penalty": 0.01})
+    assert lowest.status_code == 200, lowest.text

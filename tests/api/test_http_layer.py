@@ -9,6 +9,7 @@ not about the model (the end-to-end tests provoke the same errors for real).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from inference.errors import EngineOverloadedError
 from inference.types import GenerationChunk, GenerationResult, Timings, Usage
 from tests.api.conftest import asgi_client
 from tests.api.events import collect_chat_stream, read_events
+from tests.conftest import CACHE_DIR
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
@@ -30,6 +32,8 @@ class ScriptedStream:
         self.chunks = chunks
         self.request_id = "req"
         self.prompt_tokens = 3
+        self.prompt_token_ids = [1, 2, 3]
+        self.prompt_text: str | None = "prompt"
         self.max_tokens = 4
         self.cancelled = False
 
@@ -56,22 +60,23 @@ class ScriptedEngine:
     model_name = "scripted"
     started_at = 0.0
 
-    def __init__(self, *script: Any):
+    def __init__(self, *script: Any, prompt_text: str = "prompt"):
         self.script = list(script)
+        self.prompt_text = prompt_text
         self.streams: list[ScriptedStream] = []
+        self.requests: list[Any] = []
 
     @property
     def tokenizer(self):
         return None
 
-    def render_chat(self, messages, tools=None, chat_template_kwargs=None, assistant_prefix=""):
-        return "prompt"
-
-    def submit(self, request) -> ScriptedStream:
+    async def asubmit(self, request) -> ScriptedStream:
+        self.requests.append(request)
         entry = self.script.pop(0)
         if isinstance(entry, Exception):
             raise entry
         stream = ScriptedStream(entry)
+        stream.prompt_text = self.prompt_text if request.messages is not None else None
         self.streams.append(stream)
         return stream
 
@@ -213,8 +218,70 @@ async def test_reasoning_and_tool_calls_split_the_same_way_in_both_modes():
 async def test_thinking_template_starts_inside_reasoning():
     engine = ScriptedEngine([GenerationChunk("req", "hmm\n</think>\n\nHello", [1]),
                              GenerationChunk("req", "", [], finish_reason="stop",
-                                             usage=Usage(3, 1))])
-    engine.render_chat = lambda *args, **kwargs: "<|im_start|>assistant\n<think>\n"
+                                             usage=Usage(3, 1))],
+                            prompt_text="<|im_start|>assistant\n<think>\n")
     message = (await post(engine, "/chat/completions", CHAT)).json()["choices"][0]["message"]
     assert message == {"role": "assistant", "content": "Hello", "reasoning_content": "hmm",
                        "refusal": None}
+
+
+def cancelled_stream() -> list[GenerationChunk]:
+    return [GenerationChunk("req", "partial", [1]),
+            GenerationChunk("req", "", [], finish_reason="cancelled", usage=Usage(3, 1),
+                            error="the server is shutting down")]
+
+
+@pytest.mark.parametrize("path", ["/chat/completions", "/generate"])
+async def test_a_generation_the_server_cancelled_is_503_not_a_stop(path):
+    body = CHAT if path == "/chat/completions" else {"prompt": "hi"}
+    engine = ScriptedEngine(cancelled_stream(), cancelled_stream())
+    async with asgi_client(create_api(engine)) as client:
+        plain = await client.post(path, json=body)
+        streamed = await client.post(path, json={**body, "stream": True})
+    assert plain.status_code == 503 and int(plain.headers["retry-after"]) > 0
+    error = plain.json()["error"]
+    assert error["type"] == "server_error" and error["code"] == "cancelled"
+    assert "shutting down" in error["message"]
+    events = read_events(streamed.text)
+    assert events[-1] == "[DONE]" and events[-2]["error"]["code"] == "cancelled"
+    assert not any(e.get("finish_reason") or any(c.get("finish_reason") for c in e.get("choices", []))
+                   for e in events[:-2])
+
+
+async def test_shutting_down_mid_request_is_503(builtin_dir):
+    engine = Engine(EngineSettings(model="builtin", cache_dir=CACHE_DIR))
+    await engine.start()
+    async with asgi_client(create_api(engine)) as client:
+        request = asyncio.create_task(client.post("/chat/completions", json={
+            "messages": CHAT["messages"], "max_tokens": 100_000, "top_k": 0}))
+        while not engine.active_count:
+            assert not request.done(), (await request).text
+            await asyncio.sleep(0.01)
+        await engine.shutdown()
+        response = await asyncio.wait_for(request, 30)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "cancelled"
+
+
+async def test_a_call_parsed_whole_streams_its_header_before_its_arguments():
+    pieces = ['<tool_call>\n{"arguments": {"tz": "UTC"}, ', '"name": "get_time"}\n</tool_call>']
+    chunks = [GenerationChunk("req", piece, [i]) for i, piece in enumerate(pieces)]
+    chunks.append(GenerationChunk("req", "", [], finish_reason="stop", usage=Usage(3, 2)))
+    engine = ScriptedEngine(chunks)
+    tools = [{"type": "function", "function": {"name": "get_time"}}]
+    response = await post(engine, "/chat/completions", {**CHAT, "tools": tools, "stream": True})
+    calls = [call for event in read_events(response.text)[:-1] for choice in event["choices"]
+             for call in choice["delta"].get("tool_calls") or []]
+    assert calls[0] == {"index": 0, "id": calls[0]["id"], "type": "function",
+                        "function": {"name": "get_time", "arguments": ""}}
+    assert calls[1:] == [{"index": 0, "function": {"arguments": '{"tz": "UTC"}'}}]
+
+
+async def test_choices_after_the_first_are_submitted_as_its_prompt_tokens():
+    engine = ScriptedEngine(good_stream(), good_stream(), good_stream())
+    response = await post(engine, "/chat/completions", {**CHAT, "n": 3, "seed": 5})
+    assert response.status_code == 200
+    first, *others = engine.requests
+    assert first.messages is not None and first.prompt_token_ids is None
+    assert all(r.messages is None and r.prompt_token_ids == [1, 2, 3] for r in others)
+    assert [r.sampling.seed for r in engine.requests] == [5, 6, 7]  # same sampling, seed + i

@@ -87,12 +87,35 @@ def test_messages_become_template_dicts():
         ({"response_format": {"type": "yaml"}}, "response_format"),
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "wizard", "content": "x"}]}, "messages"),
+        ({"repetition_penalty": 1e-300}, "repetition_penalty"),
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"stop": ["a", ""]}, "stop"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+            "type": "string"}}}]}, "tools"),
     ],
 )
 def test_invalid_requests_are_rejected_on_their_field(fields, param):
     with pytest.raises(ValidationError) as info:
         chat(**fields)
     assert info.value.errors()[0]["loc"][0] == param
+
+
+def test_too_many_stop_sequences_says_so():
+    with pytest.raises(ValidationError) as info:
+        chat(stop=["a", "b", "c", "d", "e"])
+    (error,) = info.value.errors()
+    assert error["msg"] == "at most 4 stop sequences are allowed, got 5"
+    assert chat(stop=["a", "b", "c", "d"]).to_sampling_params().stop == ["a", "b", "c", "d"]
+
+
+def test_tool_parameters_must_be_an_object_schema_and_default_to_no_arguments():
+    with pytest.raises(ValidationError) as info:
+        chat(tools=[{"type": "function", "function": {"name": "f", "parameters": {
+            "type": "string"}}}])
+    assert info.value.errors()[0]["loc"] == ("tools", 0, "function", "parameters")
+    request = chat(tools=[{"type": "function", "function": {"name": "f"}}])
+    assert request.engine_tools()[0]["function"]["parameters"] == {
+        "type": "object", "properties": {}}
 
 
 def test_tool_modes():

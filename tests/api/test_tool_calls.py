@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from api.tool_calls import ToolCallParser, strip_call_end
+from api.tool_calls import ToolCallParser, string_arguments, strip_call_end
 
 ONE_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 TWO_CALLS = (
@@ -27,6 +27,10 @@ TEXTS = [
     '<tool_call>\n{"name": "f", "argu',  # cut off inside the header
     "text </tool_call> stray closing tag",
     'unicode ☃ <tool_call>\n{"name": "f", "arguments": {"s": "é☃"}}\n</tool_call>\n',
+    'text <tool_call>\n{"name": "f", "arguments": {}}\n</tool_call> after',  # glued if careless
+    'a\n\n<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>\n\nb  ',
+    '<tool_call>\n{"name": "f", "arguments": "{\\"city\\": \\"Paris\\"}"}\n</tool_call>',
+    '<tool_call>\n{"name": "f", "arguments": "{\\"s\\": \\"}}',  # a string cut off
 ]
 
 
@@ -106,7 +110,44 @@ def test_call_cut_off_in_its_header_is_dropped():
 
 def test_stray_closing_tag_is_dropped():
     content, calls = ToolCallParser.parse(TEXTS[7])
-    assert calls == [] and content == "textstray closing tag"
+    assert calls == [] and content == "text stray closing tag"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('text <tool_call>\n{"name": "f", "arguments": {}}\n</tool_call> after', "text after"),
+        ('text<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call> after', "text after"),
+        ('text\n<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>\n\nafter', "text\nafter"),
+        ('a <tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>\n'
+         '<tool_call>\n{"name": "g", "arguments": {}}\n</tool_call> b', "a b"),
+        ('\n  <tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>\n done \n', "done"),
+    ],
+)
+def test_text_around_a_block_keeps_one_separator(text, expected):
+    content, calls = ToolCallParser.parse(text)
+    assert content == expected and calls
+
+
+def test_string_arguments_are_unquoted_as_in_the_whole_block_parse():
+    qwen_order = '<tool_call>\n{"name": "f", "arguments": "{\\"city\\": \\"Paris\\"}"}\n</tool_call>'
+    other_order = '<tool_call>\n{"arguments": "{\\"city\\": \\"Paris\\"}", "name": "f"}\n</tool_call>'
+    for text in (qwen_order, other_order):
+        _, calls = ToolCallParser.parse(text)
+        assert [(c.name, c.arguments) for c in calls] == [("f", '{"city": "Paris"}')]
+    parser = ToolCallParser()
+    header = parser.feed(qwen_order[:-len("}\n</tool_call>")])
+    assert [(d.name, d.arguments) for d in header.tool_calls] == [("f", "")]  # held: a string
+    rest = parser.feed(qwen_order[-len("}\n</tool_call>"):])
+    assert "".join(d.arguments for d in rest.tool_calls) == '{"city": "Paris"}'
+
+
+@pytest.mark.parametrize(
+    ("body", "arguments"),
+    [('"{\\"a\\": 1}"}\n', '{"a": 1}'), ('"{\\"a\\": \\"}"', '{"a": "}'), ('"x\\', '"x\\')],
+)
+def test_string_arguments(body, arguments):
+    assert string_arguments(body) == arguments
 
 
 @pytest.mark.parametrize("text", TEXTS)
