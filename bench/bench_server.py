@@ -98,13 +98,14 @@ def main() -> None:
         proc.terminate()
         proc.wait(60)
     from inference import EngineSettings
+    from inference.chat import render_chat
     from inference.loader import load_model
 
+    Path(args.out).write_text(json.dumps({"server_openai_client": server}, indent=2))
     loaded = load_model(EngineSettings(model=str(folder), device_map="cuda:0", fallback=False))
-    prompt = loaded.tokenizer.apply_chat_template(
-        [{"role": "user", "content": "Write a long story about a lighthouse."}],
-        tokenize=True, add_generation_prompt=True)
-    prompt_ids = list(prompt["input_ids"] if isinstance(prompt, dict) else prompt)
+    text = render_chat(loaded.tokenizer,
+                       [{"role": "user", "content": "Write a long story about a lighthouse."}])
+    prompt_ids = loaded.tokenizer.encode(text, add_special_tokens=False)
     floor = hf_generate(loaded.model, prompt_ids, args.tokens)
     result = {
         "card": torch.cuda.get_device_name(0),
