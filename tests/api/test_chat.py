@@ -13,25 +13,9 @@ import torch
 
 from inference import structured
 from tests.api.events import collect_chat_stream, read_events
+from tests.schemas import PERSON, TOOLS, WEATHER
 
 USER = [{"role": "user", "content": "Name a colour."}]
-WEATHER = {
-    "type": "object",
-    "properties": {"city": {"type": "string", "maxLength": 8}, "unit": {"enum": ["c", "f"]}},
-    "required": ["city", "unit"],
-}
-TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city.",
-                                      "parameters": WEATHER}},
-    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}},
-]
-PERSON = {
-    "type": "object",
-    "properties": {"name": {"type": "string", "maxLength": 10},
-                   "age": {"type": "integer", "minimum": 0, "maximum": 120}},
-    "required": ["name", "age"],
-    "additionalProperties": False,
-}
 
 
 async def chat(client, **fields):

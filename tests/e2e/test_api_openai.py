@@ -28,26 +28,10 @@ from api import create_api
 from api.body_limit import MAX_BODY_BYTES
 from inference import Engine, EngineSettings, structured
 from inference.errors import GenerationError
+from tests.schemas import PERSON, TOOLS, WEATHER
 
 KEY = "e2e-secret"
 USER = [{"role": "user", "content": "Say something."}]
-WEATHER = {
-    "type": "object",
-    "properties": {"city": {"type": "string", "maxLength": 8}, "unit": {"enum": ["c", "f"]}},
-    "required": ["city", "unit"],
-}
-TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city.",
-                                      "parameters": WEATHER}},
-    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}},
-]
-PERSON = {
-    "type": "object",
-    "properties": {"name": {"type": "string", "maxLength": 10},
-                   "age": {"type": "integer", "minimum": 0, "maximum": 120}},
-    "required": ["name", "age"],
-    "additionalProperties": False,
-}
 
 
 @pytest.fixture(scope="module")
