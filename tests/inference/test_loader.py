@@ -109,3 +109,16 @@ async def test_no_fallback_is_an_error_state(monkeypatch):
     await engine.start()
     assert engine.state == "error" and "nobody/no-such-qwen3" in engine.error
     assert engine.health()["status"] == "error"
+
+
+def test_prequantized_checkpoint_keeps_its_own_settings(builtin_dir, tmp_path):
+    """Like the default unsloth model: a folder saved already in bnb 4-bit loads as it is."""
+    loaded = load_model(EngineSettings(model=str(builtin_dir), quant_type="fp4", cache_dir=CACHE_DIR))
+    loaded.model.save_pretrained(tmp_path)
+    loaded.tokenizer.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["quantization_config"]["load_in_4bit"] is True
+    # Asking for nf4 now changes nothing: the checkpoint's own fp4 settings win.
+    again = load_model(EngineSettings(model=str(tmp_path), quant_type="nf4", cache_dir=CACHE_DIR))
+    assert again.quantization["quant_type"] == "fp4"
+    assert again.quantization["linear_4bit_layers"] == 14
