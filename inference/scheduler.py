@@ -103,7 +103,8 @@ class Scheduler:
                     for seq in admitted:
                         if not seq.finished and seq not in self.active:
                             seq.abort("error", "internal scheduler error")
-                    self._admitting = 0
+                    with self._wake:
+                        self._admitting = 0
                     self.active = [s for s in self.active if not s.finished]
         for seq in list(self.waiting) + self.active:
             if not seq.finished:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 import yaml
 
 from inference.config import DEFAULT_MODEL
@@ -51,12 +50,5 @@ def test_the_installed_gradio_is_the_pinned_one():
     assert gradio.__version__ == pinned_gradio()
 
 
-def test_documented_front_matter_equals_spaces_yaml():
-    assert front_matter(ROOT / "docs" / "README-frontmatter.md") == spaces()
-
-
 def test_readme_front_matter_equals_spaces_yaml():
-    readme = ROOT / "README.md"
-    if not readme.exists():
-        pytest.skip("README.md is not written yet")
-    assert front_matter(readme) == spaces()
+    assert front_matter(ROOT / "README.md") == spaces()

@@ -64,6 +64,17 @@ class Playground:
         self.root_path = root_path
         self.host = host
 
+    async def _submit(self, request: GenerationRequest, temperature: float, top_p: float,
+                      top_k: int, max_tokens: int) -> tuple[Any, str | None]:
+        """Submit with the sliders' sampling; (stream, None), or (None, a readable error)."""
+        request.sampling = sampling_params(temperature, top_p, top_k, max_tokens)
+        request.source = "ui"
+        try:
+            return await self.engine.asubmit(request), None
+        except Exception as exc:
+            _log_unexpected(exc)
+            return None, error_text(exc)
+
     # -- chat -------------------------------------------------------------------------------------
 
     async def chat(
@@ -81,16 +92,11 @@ class Playground:
         if not messages or messages[-1]["role"] != "user":
             yield history
             return
-        request = GenerationRequest(
-            messages=messages,
-            sampling=sampling_params(temperature, top_p, top_k, max_tokens),
-            source="ui",
+        stream, failure = await self._submit(
+            GenerationRequest(messages=messages), temperature, top_p, top_k, max_tokens
         )
-        try:
-            stream = await self.engine.asubmit(request)
-        except Exception as exc:
-            _log_unexpected(exc)
-            yield history + reply_messages("", error=error_text(exc))
+        if stream is None:
+            yield history + reply_messages("", error=failure)
             return
         opened = (stream.prompt_text or "").rstrip().endswith(THINK_OPEN)
         text = ""
@@ -122,16 +128,11 @@ class Playground:
         if not (prompt or "").strip():
             yield "", "Enter a prompt first."
             return
-        request = GenerationRequest(
-            prompt=prompt,
-            sampling=sampling_params(temperature, top_p, top_k, max_tokens),
-            source="ui",
+        stream, failure = await self._submit(
+            GenerationRequest(prompt=prompt), temperature, top_p, top_k, max_tokens
         )
-        try:
-            stream = await self.engine.asubmit(request)
-        except Exception as exc:
-            _log_unexpected(exc)
-            yield "", f"⚠️ {error_text(exc)}"
+        if stream is None:
+            yield "", f"⚠️ {failure}"
             return
         text = ""
         try:
