@@ -124,14 +124,8 @@ class ChatCompletion:
         return self.response(results)
 
     async def _requests(self) -> list[GenerationRequest]:
-        body = self.body
-        tokenizer = self.engine.tokenizer  # raises ModelNotLoadedError (503) while loading
-
-        def build() -> list[GenerationRequest]:
-            return [body.to_generation_request(tokenizer, i) for i in range(body.n)]
-
-        # Grammars compile off the event loop (the first one also builds the tokenizer index).
-        return await asyncio.to_thread(build) if body.uses_grammar else build()
+        self.engine.tokenizer  # noqa: B018 -- raises ModelNotLoadedError (503) while loading
+        return [self.body.to_generation_request(i) for i in range(self.body.n)]
 
     async def submit(self, requests: list[GenerationRequest]) -> None:
         """Submit one engine request per choice. The first renders and tokenizes the chat; the

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import info as info_mod
+from . import structured
 from .builtin import WARNING as BUILTIN_WARNING
 from .chat import render_chat, trim_to_fit
 from .config import BUILTIN_MODEL, EngineSettings
@@ -52,6 +53,7 @@ class Prepared:
     params: SamplingParams
     prompt_ids: list[int]
     prompt_text: str | None
+    matcher: Any = None
 
 
 class RequestStream:
@@ -238,7 +240,10 @@ class Engine:
         if room < 1:
             raise ContextLengthError(len(prompt_ids), self.max_context, params.max_tokens)
         params.max_tokens = min(params.max_tokens or room, room)
-        return Prepared(request, params, prompt_ids, prompt_text)
+        matcher = None
+        if params.grammar is not None:
+            matcher = structured.new_matcher(loaded.tokenizer, params.grammar)
+        return Prepared(request, params, prompt_ids, prompt_text, matcher)
 
     def _enqueue(self, prepared: Prepared) -> RequestStream:
         loaded = self._require()
@@ -254,7 +259,7 @@ class Engine:
         request = prepared.request
         seq = Sequence(request.request_id, prepared.prompt_ids, prepared.params,
                        set(loaded.stop_token_ids), IncrementalDetokenizer(loaded.tokenizer), emit,
-                       request.source)
+                       request.source, prepared.matcher)
         assert self._scheduler is not None
         self._scheduler.add(seq)
         return RequestStream(seq, queue, self, prepared.prompt_text)

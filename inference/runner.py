@@ -49,7 +49,7 @@ class ModelRunner:
     def prefill(self, seq: Sequence) -> None:
         """Run the prompt through the model and sample the first token."""
         seq.sampler = Sampler(seq.params, self.vocab_size, self.device, seq.prompt_ids,
-                              valid_vocab=self.tokenizer_vocab)
+                              valid_vocab=self.tokenizer_vocab, matcher=seq.matcher)
         logits, seq.cache = self._forward(seq.prompt_ids, None)
         self._sample(seq, logits)
 

@@ -71,8 +71,10 @@ class Sampler:
     """Per-request sampling state: the seeded generator, token counts and the seen-token mask."""
 
     def __init__(self, params: SamplingParams, vocab_size: int, device: torch.device,
-                 prompt_ids: list[int], valid_vocab: int | None = None):
+                 prompt_ids: list[int], valid_vocab: int | None = None, matcher=None):
         self.params = params
+        self.matcher = matcher
+        self._consumed = 0
         self.vocab_size = vocab_size
         self.generator = torch.Generator(device=device)
         if params.seed is not None:
@@ -95,8 +97,16 @@ class Sampler:
             logits[self.invalid_tail:] = float("-inf")
         logits = apply_repetition_penalty(logits, self.seen, p.repetition_penalty or 1.0)
         logits = apply_presence_frequency(logits, self.counts, p.presence_penalty, p.frequency_penalty)
+        if self.matcher is not None:
+            from .structured import apply_bitmasks, fill_bitmasks
+
+            self.matcher.consume(output_ids[self._consumed:])
+            self._consumed = len(output_ids)
+            row = logits[None]
+            apply_bitmasks(row, fill_bitmasks([self.matcher], logits.shape[-1]))
+            logits = row[0]
         for processor in p.logits_processors:
-            logits = processor(output_ids, logits)
+            logits = processor([output_ids], logits[None])[0]
         return logits
 
     def choose(self, logits: torch.Tensor) -> int:

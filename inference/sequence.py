@@ -34,6 +34,7 @@ class Sequence:
         detokenizer: IncrementalDetokenizer,
         emit: Callable[[GenerationChunk], None],
         source: str = "api",
+        matcher: Any = None,
     ):
         self.request_id = request_id
         self.prompt_ids = prompt_ids
@@ -44,6 +45,7 @@ class Sequence:
         self.stop_matcher = StopStringMatcher(params.stop)
         self.emit = emit
         self.source = source
+        self.matcher = matcher  # the grammar's state (structured.GrammarMatcher), if constrained
         self.output_ids: list[int] = []  # generated tokens fed back to the model
         self.generated = 0  # tokens sampled, a stop token included (what usage reports)
         self._held_ids: list[int] = []  # tokens whose text is not out yet (split characters)

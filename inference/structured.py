@@ -1,8 +1,9 @@
-"""Structured output: logits processors that keep generation inside a grammar (llguidance).
+"""Structured output: grammars that keep generation inside a JSON schema or a tool call (llguidance).
 
-`response_format` (a JSON schema or any JSON object) and forced tool calls become an llguidance
-grammar; a `GrammarLogitsProcessor` masks, at every step, the tokens the grammar cannot accept, and
-once the grammar is complete only the end-of-turn token (`<|im_end|>`) remains. The result always
+The API passes a `Grammar` as data; the engine compiles it here with its own tokenizer (cached) and
+keeps one `GrammarMatcher` per sequence. Each step the masks of every constrained row are filled in
+one call and applied on the device as one tensor op; once the grammar is complete only the
+end-of-turn token (`<|im_end|>`) remains. The result always
 parses, and for a schema always validates, as long as `max_tokens` leaves room to finish.
 
 Whitespace is fixed, never flexible: `", "` between items and `": "` after keys, exactly what Qwen3's
@@ -23,9 +24,11 @@ from typing import Any, Literal
 
 import llguidance
 import llguidance.hf
+import llguidance.torch
 import torch
 
 from inference.errors import GenerationError, InvalidRequestError
+from inference.types import Grammar
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,6 @@ _cache_lock = threading.Lock()
 _llg_tokenizers: weakref.WeakKeyDictionary[Any, llguidance.LLTokenizer] = (
     weakref.WeakKeyDictionary()
 )
-_BIT_SHIFTS = torch.arange(32, dtype=torch.int32)
 
 
 def end_of_turn_id(tokenizer: Any) -> int:
@@ -67,41 +69,62 @@ def llg_tokenizer(tokenizer: Any) -> llguidance.LLTokenizer:
         return cached
 
 
-class GrammarLogitsProcessor:
-    """Masks every token the grammar cannot accept next. One instance per request: it is stateful.
+class GrammarMatcher:
+    """One sequence's position in its grammar (an llguidance matcher). Stateful: one per sequence.
 
-    Follows the engine's `LogitsProcessor` protocol: it is called with all the request's output ids
-    so far, feeds the new ones to the matcher, and sets the logits of forbidden tokens to -inf.
-    Ids beyond the tokenizer's vocabulary (the model's padded rows) are always forbidden.
+    The engine fills the masks of all constrained rows of a step in one call (`fill_bitmasks`),
+    applies them on the device as one tensor op (`apply_bitmasks`), then feeds each matcher the
+    token its row sampled (`consume`).
     """
 
     def __init__(self, tokenizer: llguidance.LLTokenizer, grammar: str, *, name: str = "grammar"):
         self.name = name
-        self._vocab_size = tokenizer.vocab_size
-        self._matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
-        if self._matcher.is_error():
-            raise InvalidRequestError(f"Invalid {name}: {self._matcher.get_error()}")
-        self._consumed = 0
+        self.matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+        if self.matcher.is_error():
+            raise InvalidRequestError(f"Invalid {name}: {self.matcher.get_error()}")
 
-    def allowed_tokens(self, vocab_size: int) -> torch.Tensor:
-        """A bool tensor over `vocab_size` ids: True where the grammar allows the token next."""
-        words = torch.frombuffer(bytearray(self._matcher.compute_bitmask()), dtype=torch.int32)
-        bits = ((words.unsqueeze(-1) >> _BIT_SHIFTS) & 1).flatten().bool()
-        allowed = torch.zeros(vocab_size, dtype=torch.bool)
-        n = min(vocab_size, self._vocab_size, bits.numel())
-        allowed[:n] = bits[:n]
-        return allowed
+    def consume(self, token_ids: list[int]) -> None:
+        if token_ids:
+            self.matcher.consume_tokens(list(token_ids))
+        self.check()
 
-    def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
-        new_ids = output_ids[self._consumed :]
-        if new_ids:
-            self._matcher.consume_tokens(list(new_ids))
-            self._consumed = len(output_ids)
-        if self._matcher.is_error():
-            raise GenerationError(f"{self.name}: {self._matcher.get_error()}")
-        allowed = self.allowed_tokens(logits.shape[-1]).to(logits.device)
-        logits.masked_fill_(~allowed, float("-inf"))
-        return logits
+    def check(self) -> None:
+        if self.matcher.is_error():
+            raise GenerationError(f"{self.name}: {self.matcher.get_error()}")
+
+
+_executor: llguidance.LLExecutor | None = None
+
+
+def fill_bitmasks(matchers: list[GrammarMatcher], vocab_size: int) -> torch.Tensor:
+    """The allowed-token bitmasks of every matcher, one row each (int32 words of 32 tokens),
+    computed in one parallel llguidance call on the host."""
+    global _executor
+    if _executor is None:
+        _executor = llguidance.LLExecutor()
+    for m in matchers:
+        m.check()
+    bitmask = torch.full(((len(matchers)), (vocab_size + 31) // 32), -1, dtype=torch.int32)
+    llguidance.torch.fill_next_token_bitmask_par(
+        _executor, [(m.matcher, i) for i, m in enumerate(matchers)], bitmask)
+    return bitmask
+
+
+def unpack_bitmask(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Bool (rows, vocab_size): True where a token is allowed. Ids beyond the mask are not."""
+    shifts = torch.arange(32, dtype=torch.int32, device=bitmask.device)
+    bits = ((bitmask.unsqueeze(-1) >> shifts) & 1).flatten(1).bool()
+    if bits.shape[1] >= vocab_size:
+        return bits[:, :vocab_size]
+    pad = torch.zeros(bits.shape[0], vocab_size - bits.shape[1], dtype=torch.bool,
+                      device=bits.device)
+    return torch.cat([bits, pad], dim=1)
+
+
+def apply_bitmasks(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
+    """Set to -inf, in place, every logit whose token the row's grammar forbids."""
+    allowed = unpack_bitmask(bitmask.to(logits.device, non_blocking=True), logits.shape[-1])
+    logits.masked_fill_(~allowed, float("-inf"))
 
 
 def _check(tokenizer: llguidance.LLTokenizer, grammar: str, param: str) -> str:
@@ -120,19 +143,6 @@ def json_schema_grammar(schema: dict[str, Any], *, lenient: bool = False) -> str
         return llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=options)
     except (ValueError, TypeError) as exc:
         raise InvalidRequestError(f"Invalid JSON schema: {exc}", param="response_format") from exc
-
-
-def json_schema_processor(tokenizer: Any, schema: dict[str, Any]) -> GrammarLogitsProcessor:
-    """Constrains the output to compact JSON valid against `schema` (response_format json_schema)."""
-    llt = llg_tokenizer(tokenizer)
-    param = "response_format.json_schema.schema"
-    grammar = _check(llt, json_schema_grammar(schema), param)
-    return GrammarLogitsProcessor(llt, grammar, name="response_format")
-
-
-def json_object_processor(tokenizer: Any) -> GrammarLogitsProcessor:
-    """Constrains the output to one compact JSON object (response_format json_object)."""
-    return json_schema_processor(tokenizer, {"type": "object"})
 
 
 def _function(tool: dict[str, Any]) -> dict[str, Any]:
@@ -190,21 +200,40 @@ def tool_call_grammar(
     return llguidance.LLMatcher.grammar_from_lark(lark)
 
 
-def tool_call_processor(
-    tokenizer: Any,
-    tools: list[dict[str, Any]],
-    tool_choice: Literal["required"] | str,
-    *,
-    parallel: bool = True,
-) -> GrammarLogitsProcessor:
-    """Constrains the output to valid Qwen3 tool calls (tool_choice "required" or a function name).
+_grammar_cache: dict[tuple[int, Grammar], str] = {}
+_GRAMMAR_CACHE_SIZE = 256
 
-    The prompt must end with `TOOL_CALL_PREFIX` (the engine's `assistant_prefix`): the grammar
-    starts inside the first call, so the model cannot answer in prose instead.
-    """
-    if not tools:
-        raise InvalidRequestError("tool_choice needs `tools`.", param="tools")
-    name = None if tool_choice == "required" else tool_choice
+
+def grammar_name(grammar: Grammar) -> str:
+    return "tool_choice" if grammar.kind == "tool_call" else "response_format"
+
+
+def compile_grammar(tokenizer: Any, grammar: Grammar) -> str:
+    """The llguidance grammar of a `Grammar`, validated for this tokenizer; cached, since the same
+    schema or tools come back request after request. Raises `InvalidRequestError` naming the
+    request parameter at fault."""
     llt = llg_tokenizer(tokenizer)
-    grammar = _check(llt, tool_call_grammar(tools, name, parallel=parallel), "tools")
-    return GrammarLogitsProcessor(llt, grammar, name="tool_choice")
+    key = (id(llt), grammar)
+    with _cache_lock:
+        cached = _grammar_cache.get(key)
+    if cached is not None:
+        return cached
+    if grammar.kind == "tool_call":
+        if not grammar.tools:
+            raise InvalidRequestError("tool_choice needs `tools`.", param="tools")
+        text = _check(llt, tool_call_grammar(list(grammar.tools), grammar.tool_name,
+                                             parallel=grammar.parallel), "tools")
+    else:
+        schema = {"type": "object"} if grammar.kind == "json_object" else grammar.schema
+        text = _check(llt, json_schema_grammar(schema), "response_format.json_schema.schema")
+    with _cache_lock:
+        if len(_grammar_cache) >= _GRAMMAR_CACHE_SIZE:
+            _grammar_cache.pop(next(iter(_grammar_cache)))
+        _grammar_cache[key] = text
+    return text
+
+
+def new_matcher(tokenizer: Any, grammar: Grammar) -> GrammarMatcher:
+    """A fresh matcher for one sequence (its grammar compiled once and cached)."""
+    return GrammarMatcher(llg_tokenizer(tokenizer), compile_grammar(tokenizer, grammar),
+                          name=grammar_name(grammar))

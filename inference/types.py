@@ -18,14 +18,40 @@ FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 
 class LogitsProcessor(Protocol):
-    """Changes next-token logits in place or returns new ones.
+    """Changes next-token logits for a batch of rows, in place or by returning new ones.
 
-    `output_ids` holds every token generated so far for this request (not the prompt);
-    `logits` is a 1-D float tensor over the model's vocabulary. Processors run before sampling,
-    in order, after the penalties and before temperature/top-k/top-p.
+    Batch-shaped: in each step the engine calls a processor once, with every row of the batch whose
+    request carries this same instance (a processor given to one request sees one row).
+    `output_ids[i]` holds every token generated so far for row i (not the prompt); `logits` is a
+    float32 tensor of shape (rows, vocabulary). Processors run after the penalties and the grammar,
+    before temperature/top-k/top-p.
     """
 
-    def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, output_ids: list[list[int]], logits: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """A constraint on the output, as data: the engine compiles it with its own tokenizer (cached)
+    and keeps one matcher per sequence, so `n` choices and concurrent requests never share state.
+
+    - `json_object`: one JSON object; `json_schema`: JSON valid against `schema`;
+    - `tool_call`: Qwen3 tool calls after the `<tool_call>\\n` prefix (the request's
+      `assistant_prefix`), for the function `tool_name` or any of `tools`; `parallel` allows more
+      than one call.
+    """
+
+    kind: Literal["json_object", "json_schema", "tool_call"]
+    schema: dict[str, Any] | None = None
+    tools: tuple[dict[str, Any], ...] | list[dict[str, Any]] | None = None
+    tool_name: str | None = None
+    parallel: bool = True
+
+    def __hash__(self) -> int:  # dict fields: hash the canonical JSON
+        import json
+
+        return hash(json.dumps([self.kind, self.schema, self.tools, self.tool_name, self.parallel],
+                               sort_keys=True, default=str))
 
 
 @dataclass
@@ -46,6 +72,7 @@ class SamplingParams:
     # None: no logprobs; 0: the chosen token's logprob only; k: plus the k most likely tokens.
     logprobs: int | None = None
     logits_processors: list[LogitsProcessor] = field(default_factory=list)
+    grammar: Grammar | None = None  # structured output, compiled by the engine
 
     def resolved(self, defaults: SamplingDefaults) -> SamplingParams:
         """A copy with every `None` default replaced by the model's default."""

@@ -2,7 +2,7 @@
 
 `ChatCompletionRequest` validates everything pydantic can (bounds, message roles, tool choice against
 the tools given) so that errors name their parameter, then turns itself into the engine's
-`GenerationRequest`s: one per choice (`n`), each with its own seed and logits processors.
+`GenerationRequest`s: one per choice (`n`), each with its own seed and grammar.
 """
 
 from __future__ import annotations
@@ -36,8 +36,11 @@ from api.protocol.messages import (
     ToolDefinition,
     engine_message,
 )
-from inference import structured
-from inference.types import GenerationRequest, LogitsProcessor, SamplingParams
+from inference.types import GenerationRequest, Grammar, SamplingParams
+
+# Forced tool calls: the prompt ends with this, so the output starts inside the first call (the
+# engine's tool-call grammar starts there too).
+TOOL_CALL_PREFIX = "<tool_call>\n"
 
 
 def _is_none(value: Any) -> bool:
@@ -119,13 +122,6 @@ class ChatCompletionRequest(RequestModel):
     def forces_tool_call(self) -> bool:
         return self.tool_mode not in (None, "auto")
 
-    @property
-    def uses_grammar(self) -> bool:
-        """Whether the output is constrained (forced tool call or a JSON response format)."""
-        return self.forces_tool_call or isinstance(
-            self.response_format, JsonObjectFormat | JsonSchemaFormat
-        )
-
     def engine_tools(self) -> list[dict[str, Any]] | None:
         if self.tool_mode is None:
             return None
@@ -134,23 +130,20 @@ class ChatCompletionRequest(RequestModel):
     def engine_messages(self) -> list[dict[str, Any]]:
         return [engine_message(message) for message in self.messages]
 
-    def logits_processors(self, tokenizer: Any) -> list[LogitsProcessor]:
-        """Fresh grammar processors for one choice (they are stateful). Slow on first use."""
+    def grammar(self) -> Grammar | None:
+        """The output constraint, as data: the engine compiles it (forced tool call or JSON)."""
         if self.forces_tool_call:
-            choice = "required" if self.tool_mode == "required" else str(self.tool_mode)
-            tools = self.engine_tools() or []
-            parallel = self.parallel_tool_calls and choice == "required"
-            return [structured.tool_call_processor(tokenizer, tools, choice, parallel=parallel)]
+            tools = tuple(self.engine_tools() or [])
+            name = None if self.tool_mode == "required" else str(self.tool_mode)
+            parallel = self.parallel_tool_calls and name is None
+            return Grammar("tool_call", tools=tools, tool_name=name, parallel=parallel)
         if isinstance(self.response_format, JsonSchemaFormat):
-            schema = self.response_format.json_schema.schema_
-            return [structured.json_schema_processor(tokenizer, schema)]
+            return Grammar("json_schema", schema=self.response_format.json_schema.schema_)
         if isinstance(self.response_format, JsonObjectFormat):
-            return [structured.json_object_processor(tokenizer)]
-        return []
+            return Grammar("json_object")
+        return None
 
-    def to_sampling_params(
-        self, index: int = 0, logits_processors: list[LogitsProcessor] | None = None
-    ) -> SamplingParams:
+    def to_sampling_params(self, index: int = 0) -> SamplingParams:
         """Sampling for choice `index`: its seed is `seed + index`, so choices differ."""
         logprobs = (self.top_logprobs or 0) if self.logprobs else None
         return SamplingParams(
@@ -165,17 +158,17 @@ class ChatCompletionRequest(RequestModel):
             stop=stop_list(self.stop),
             seed=None if self.seed is None else self.seed + index,
             logprobs=logprobs,
-            logits_processors=list(logits_processors or []),
+            grammar=self.grammar(),
         )
 
-    def to_generation_request(self, tokenizer: Any, index: int = 0) -> GenerationRequest:
-        """The engine request for choice `index` (tokenizer: for structured-output grammars)."""
+    def to_generation_request(self, index: int = 0) -> GenerationRequest:
+        """The engine request for choice `index`."""
         return GenerationRequest(
             messages=self.engine_messages(),
             tools=self.engine_tools(),
             chat_template_kwargs=dict(self.chat_template_kwargs or {}),
-            assistant_prefix=structured.TOOL_CALL_PREFIX if self.forces_tool_call else "",
-            sampling=self.to_sampling_params(index, self.logits_processors(tokenizer)),
+            assistant_prefix=TOOL_CALL_PREFIX if self.forces_tool_call else "",
+            sampling=self.to_sampling_params(index),
         )
 
 

@@ -34,7 +34,8 @@ class ForceTokens:
 
     def __call__(self, output_ids, logits):
         forced = torch.full_like(logits, float("-inf"))
-        forced[self.ids[min(len(output_ids), len(self.ids) - 1)]] = 0.0
+        for row, ids in enumerate(output_ids):
+            forced[row, self.ids[min(len(ids), len(self.ids) - 1)]] = 0.0
         return forced
 
 
