@@ -74,10 +74,34 @@ class EngineSettings(BaseSettings):
         "window, instead of rejecting the request.",
     )
     max_active_requests: int = Field(
-        8, ge=1, le=256, description="Requests decoded at once; the rest wait in the queue."
+        128, ge=1, le=1024,
+        description="Requests decoded together in one batch; the rest wait in the queue.",
     )
     max_queued_requests: int = Field(
         64, ge=0, description="Waiting requests beyond which new ones get 503 (overloaded)."
+    )
+    max_num_batched_tokens: int | None = Field(
+        None, ge=16,
+        description="Tokens computed per step over all requests (decodes plus prompt chunks); a "
+        "longer prompt is prefilled in chunks beside the running streams. Default: 2048 on GPU, "
+        "512 on CPU.",
+    )
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0.0, le=1.0,
+        description="Fraction of the GPU's memory this server may use: weights, activations and "
+        "the paged KV cache, which takes what is left.",
+    )
+    kv_cache_tokens: int | None = Field(
+        None, ge=16,
+        description="Size of the paged KV cache in tokens; default: from "
+        "--gpu-memory-utilization on GPU, a quarter of free memory (at most the context window) "
+        "on CPU.",
+    )
+    block_size: int = Field(16, ge=1, le=256, description="Tokens per KV cache block.")
+    prefix_caching: bool = Field(
+        True,
+        description="Reuse the KV cache of a prompt prefix already computed (a shared system "
+        "prompt, an earlier turn of a chat); `--no-prefix-caching` turns it off.",
     )
     cache_dir: Path = Field(
         default_factory=_default_cache_dir,

@@ -30,6 +30,7 @@ from .errors import (
 )
 from .loader import LoadedModel, load_model
 from .runner import ModelRunner
+from .block_manager import BlockManager
 from .scheduler import Scheduler
 from .sequence import Sequence
 from .types import (
@@ -131,8 +132,15 @@ class Engine:
             self.state, self.error = "error", str(exc)
             logger.error("Model loading failed: %s", exc)
             return
-        runner = ModelRunner(self.loaded)
-        self._scheduler = Scheduler(runner, self.settings.max_active_requests,
+        try:
+            runner = await asyncio.to_thread(ModelRunner, self.loaded, self.settings,
+                                             self._window_limit)
+        except Exception as exc:
+            self.state, self.error = "error", f"Allocating the KV cache failed: {exc}"
+            logger.error(self.error)
+            return
+        blocks = BlockManager(runner.num_blocks, runner.block_size, self.settings.prefix_caching)
+        self._scheduler = Scheduler(runner, blocks, self.settings.max_active_requests,
                                     self.settings.max_queued_requests)
         self._scheduler.start()
         self.state = "ready"
@@ -179,10 +187,17 @@ class Engine:
         return self.loaded.defaults if self.loaded else SamplingDefaults()
 
     @property
-    def max_context(self) -> int:
+    def _window_limit(self) -> int:
         window = self.loaded.window if self.loaded else 262144
         configured = self.settings.max_context
         return min(window, configured) if configured else window
+
+    @property
+    def max_context(self) -> int:
+        """Largest prompt plus output: the window, the setting and the KV cache's capacity."""
+        if self._scheduler is None:
+            return self._window_limit
+        return min(self._window_limit, self._scheduler.runner.capacity_tokens)
 
     @property
     def queue_depth(self) -> int:
@@ -312,7 +327,26 @@ class Engine:
                 "active_requests": self.active_count,
                 "queue_depth": self.queue_depth,
             },
+            "kv_cache": self.kv_cache(),
         }
+
+    def kv_cache(self) -> dict[str, Any] | None:
+        """The paged KV cache: capacity, blocks in use, preemptions and the prefix-cache hit rate."""
+        if self._scheduler is None:
+            return None
+        runner = self._scheduler.runner
+        return {**self._scheduler.blocks.stats(),
+                "bytes": runner.kv_cache_bytes,
+                "dtype": str(runner.dtype).replace("torch.", ""),
+                "max_num_batched_tokens": runner.max_batched_tokens,
+                "preemptions": self._scheduler.counters.preemptions}
+
+    def _kv_summary(self) -> dict[str, Any] | None:
+        stats = self.kv_cache()
+        if stats is None:
+            return None
+        keys = ("capacity_tokens", "blocks_total", "blocks_used", "blocks_free", "preemptions")
+        return {k: stats[k] for k in keys}
 
     def health(self) -> dict[str, Any]:
         status = {"ready": "ok", "loading": "loading"}.get(self.state, "error")
@@ -326,6 +360,7 @@ class Engine:
             "memory": info_mod.memory(),
             "queue_depth": self.queue_depth,
             "active_requests": self.active_count,
+            "kv_cache": self._kv_summary(),
             "error": self.error,
         }
 

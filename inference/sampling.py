@@ -1,7 +1,11 @@
-"""Picking the next token: penalties, logits processors, temperature, top-k, top-p, min-p, seeds.
+"""Picking the next token for a whole batch at once: penalties, grammar masks, logits processors,
+temperature, top-k, top-p, min-p and seeds as per-row tensors, with no Python loop over the
+vocabulary and no host synchronisation except the final read of the chosen ids.
 
-A `Sampler` belongs to one request and owns its random generator, so requests never share RNG state
-and the same seed gives the same tokens. The filtering functions are pure and tested on their own.
+Sampling is an exponential race: the chosen token is argmax(p / E) with E ~ Exp(1) drawn per token,
+which picks each token with probability p. A seeded request draws its E from its own generator, over
+the whole vocabulary, so its tokens do not depend on what else is in the batch. The row functions
+below are pure and tested on their own.
 """
 
 from __future__ import annotations
@@ -10,139 +14,192 @@ from dataclasses import dataclass
 
 import torch
 
-from .types import SamplingParams, TokenLogprob
+from . import structured
+from .sequence import Sequence
+from .types import TokenLogprob
 
 GREEDY_BELOW = 1e-5  # temperatures under this are treated as 0 (greedy)
 # What OpenAI reports for a token that could not be picked; JSON has no -inf.
 MIN_LOGPROB = -9999.0
+TOPK_FAST_PATH = 1024  # when every row's top_k is at most this, only the top candidates are sorted
+NEG_INF = float("-inf")
 
 
-def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """CTRL-style penalty over tokens seen in the prompt or the output (`seen` is a bool mask)."""
-    if penalty == 1.0:
-        return logits
+def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor,
+                             penalty: torch.Tensor) -> torch.Tensor:
+    """CTRL-style penalty (rows, vocab) over tokens seen in the prompt or output; `penalty` (rows, 1)."""
     penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
     return torch.where(seen, penalized, logits)
 
 
-def apply_presence_frequency(
-    logits: torch.Tensor, counts: torch.Tensor, presence: float, frequency: float
-) -> torch.Tensor:
+def apply_presence_frequency(logits: torch.Tensor, counts: torch.Tensor, presence: torch.Tensor,
+                             frequency: torch.Tensor) -> torch.Tensor:
     """OpenAI's penalties over the tokens generated so far (`counts` per vocabulary id)."""
-    if presence == 0.0 and frequency == 0.0:
-        return logits
-    return logits - presence * (counts > 0).to(logits.dtype) - frequency * counts.to(logits.dtype)
+    counts = counts.to(logits.dtype)
+    return logits - presence * (counts > 0).to(logits.dtype) - frequency * counts
 
 
-def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
-    if k <= 0 or k >= logits.shape[-1]:
-        return logits
-    threshold = torch.topk(logits, k).values[-1]
-    return logits.masked_fill(logits < threshold, float("-inf"))
-
-
-def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Keep the smallest set of tokens whose probability reaches `p` (always at least one)."""
-    if p >= 1.0:
-        return logits
-    sorted_logits, order = torch.sort(logits, descending=True)
-    cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-    drop_sorted = cumulative - torch.softmax(sorted_logits, dim=-1) >= p
-    drop_sorted[0] = False
-    drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
-    return logits.masked_fill(drop, float("-inf"))
-
-
-def filter_min_p(logits: torch.Tensor, min_p: float) -> torch.Tensor:
-    """Drop tokens whose probability is below `min_p` times the most likely token's."""
-    if min_p <= 0.0:
-        return logits
-    probs = torch.softmax(logits, dim=-1)
-    return logits.masked_fill(probs < min_p * probs.max(), float("-inf"))
+def truncate_sorted(values: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+                    min_p: torch.Tensor) -> torch.Tensor:
+    """Mask (-inf), in logits sorted in descending order per row, what top-k, then top-p (the
+    smallest set reaching p, at least one token), then min-p (below min_p × the top token's
+    probability) leave out. `top_k`, `top_p`, `min_p` are (rows, 1); top_k 0 means off."""
+    position = torch.arange(values.shape[-1], device=values.device)
+    values = values.masked_fill((top_k > 0) & (position >= top_k), NEG_INF)
+    probs = torch.softmax(values, dim=-1)
+    before = probs.cumsum(dim=-1) - probs
+    values = values.masked_fill((before >= top_p) & (position > 0), NEG_INF)
+    probs = torch.softmax(values, dim=-1)
+    return values.masked_fill(probs < min_p * probs[:, :1], NEG_INF)
 
 
 @dataclass
-class SampledToken:
-    token_id: int
-    logprob: TokenLogprob | None
+class SampledBatch:
+    token_ids: list[int]  # one per row; -1 where the row failed (see errors)
+    logprobs: dict[int, TokenLogprob]  # row -> logprob, for rows that asked
+    errors: dict[int, str]  # row -> why it failed
 
 
 class Sampler:
-    """Per-request sampling state: the seeded generator, token counts and the seen-token mask."""
+    """Samples one token per row for a batch of sequences, each with its own parameters."""
 
-    def __init__(self, params: SamplingParams, vocab_size: int, device: torch.device,
-                 prompt_ids: list[int], valid_vocab: int | None = None, matcher=None):
-        self.params = params
-        self.matcher = matcher
-        self._consumed = 0
+    def __init__(self, vocab_size: int, valid_vocab: int, device: torch.device, decode):
         self.vocab_size = vocab_size
-        self.generator = torch.Generator(device=device)
-        if params.seed is not None:
-            self.generator.manual_seed(int(params.seed) % (2**63))
-        else:
-            self.generator.seed()
-        self.counts = torch.zeros(vocab_size, dtype=torch.int32, device=device)
-        self.seen = torch.zeros(vocab_size, dtype=torch.bool, device=device)
-        if prompt_ids:
-            self.seen[torch.tensor(prompt_ids, device=device)] = True
-        # Ids past the tokenizer's vocabulary (padding rows of the embedding) are never sampled.
-        self.invalid_tail = valid_vocab if valid_vocab and valid_vocab < vocab_size else None
+        self.valid_vocab = min(valid_vocab, vocab_size)
+        self.device = device
+        self.decode = decode  # token id -> text, for logprobs
 
-    def adjust(self, logits: torch.Tensor, output_ids: list[int]) -> torch.Tensor:
-        """Penalties and logits processors: the distribution the request samples from, before
-        temperature and truncation."""
-        p = self.params
-        logits = logits.float()
-        if self.invalid_tail is not None:
-            logits[self.invalid_tail:] = float("-inf")
-        logits = apply_repetition_penalty(logits, self.seen, p.repetition_penalty or 1.0)
-        logits = apply_presence_frequency(logits, self.counts, p.presence_penalty, p.frequency_penalty)
-        if self.matcher is not None:
-            from .structured import apply_bitmasks, fill_bitmasks
+    def prepare(self, seq: Sequence) -> None:
+        """Per-sequence state, made once: the seeded generator and the penalty counts."""
+        if seq.sampling_ready:
+            return
+        p = seq.params
+        if p.seed is not None:
+            seq.generator = torch.Generator(device=self.device)
+            seq.generator.manual_seed(int(p.seed) % (2**63))
+        if (p.repetition_penalty or 1.0) != 1.0 or p.presence_penalty or p.frequency_penalty:
+            seq.counts = torch.zeros(self.vocab_size, dtype=torch.int32, device=self.device)
+            seq.seen = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
+            seq.seen[torch.tensor(seq.prompt_ids, device=self.device)] = True
+            for token in seq.output_ids:
+                seq.counts[token] += 1
+                seq.seen[token] = True
+        seq.sampling_ready = True
 
-            self.matcher.consume(output_ids[self._consumed:])
-            self._consumed = len(output_ids)
-            row = logits[None]
-            apply_bitmasks(row, fill_bitmasks([self.matcher], logits.shape[-1]))
-            logits = row[0]
-        for processor in p.logits_processors:
-            logits = processor([output_ids], logits[None])[0]
-        return logits
+    def _column(self, values: list[float], dtype=torch.float32) -> torch.Tensor:
+        return torch.tensor(values, dtype=dtype, device=self.device).unsqueeze(1)
 
-    def choose(self, logits: torch.Tensor) -> int:
-        p = self.params
-        temperature = p.temperature or 0.0
-        # A temperature this small divides logits into overflow; it means greedy anyway.
-        if temperature < GREEDY_BELOW or p.top_k == 1:
-            return int(torch.argmax(logits))
-        logits = logits / temperature
-        logits = filter_top_k(logits, p.top_k or 0)
-        logits = filter_top_p(logits, p.top_p if p.top_p is not None else 1.0)
-        logits = filter_min_p(logits, p.min_p or 0.0)
-        probs = torch.softmax(logits, dim=-1)
-        if not torch.isfinite(probs).all() or float(probs.sum()) <= 0.0:
-            return int(torch.argmax(logits))  # extreme penalties overflowed: take the best token
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+    def adjust(self, logits: torch.Tensor, seqs: list[Sequence], errors: dict[int, str]) -> None:
+        """In place: padding ids, penalties, grammar masks and logits processors; the distribution
+        each row samples from before temperature and truncation (what logprobs report)."""
+        if self.valid_vocab < self.vocab_size:
+            logits[:, self.valid_vocab:] = NEG_INF
+        rows = [i for i, s in enumerate(seqs) if s.counts is not None]
+        if rows:
+            index = torch.tensor(rows, device=self.device)
+            sub = logits[index]
+            ps = [seqs[i].params for i in rows]
+            seen = torch.stack([seqs[i].seen for i in rows])
+            counts = torch.stack([seqs[i].counts for i in rows])
+            sub = apply_repetition_penalty(sub, seen, self._column(
+                [p.repetition_penalty or 1.0 for p in ps]))
+            sub = apply_presence_frequency(sub, counts, self._column([p.presence_penalty for p in ps]),
+                                           self._column([p.frequency_penalty for p in ps]))
+            logits[index] = sub
+        rows = []
+        for i, s in enumerate(seqs):
+            if s.matcher is not None:
+                try:
+                    s.matcher.check()
+                    rows.append(i)
+                except Exception as exc:
+                    errors[i] = str(exc)
+        if rows:
+            index = torch.tensor(rows, device=self.device)
+            sub = logits[index]
+            structured.apply_bitmasks(sub, structured.fill_bitmasks(
+                [seqs[i].matcher for i in rows], self.vocab_size))
+            logits[index] = sub
+        groups: dict[int, tuple[object, list[int]]] = {}
+        for i, s in enumerate(seqs):
+            for processor in s.params.logits_processors:
+                groups.setdefault(id(processor), (processor, []))[1].append(i)
+        for processor, rows in groups.values():
+            index = torch.tensor(rows, device=self.device)
+            try:
+                out = processor([seqs[i].output_ids for i in rows], logits[index])
+                logits[index] = out.to(logits.dtype)
+            except Exception as exc:  # a processor's failure is its requests' alone
+                for i in rows:
+                    errors[i] = f"{type(exc).__name__}: {exc}"
 
-    def __call__(self, logits: torch.Tensor, output_ids: list[int], decode) -> SampledToken:
-        adjusted = self.adjust(logits, output_ids)
-        if not torch.isfinite(adjusted).any():
-            raise RuntimeError("every token was masked out; the grammar or penalties allow nothing")
-        token = self.choose(adjusted)
-        self.counts[token] += 1
-        self.seen[token] = True
-        logprob = None
-        if self.params.logprobs is not None:
-            logprob = self._logprob(adjusted, token, decode)
-        return SampledToken(token, logprob)
+    def choose(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        """The chosen id of each row (a device tensor): greedy rows take the argmax, the others
+        race exponential noise over their truncated distribution."""
+        chosen = logits.argmax(dim=-1)
+        params = [s.params for s in seqs]
+        rows = [i for i, p in enumerate(params)
+                if (p.temperature or 0.0) >= GREEDY_BELOW and p.top_k != 1]
+        if not rows:
+            return chosen
+        ps = [params[i] for i in rows]
+        index = torch.tensor(rows, device=self.device)
+        ks = [p.top_k if p.top_k and 0 < p.top_k < self.vocab_size else 0 for p in ps]
+        width = max(ks) if all(ks) and max(ks) <= TOPK_FAST_PATH else self.vocab_size
+        scaled = logits[index] / self._column([p.temperature or 1.0 for p in ps])
+        values, ids = torch.topk(scaled, width, dim=-1) if width < self.vocab_size else \
+            torch.sort(scaled, dim=-1, descending=True)
+        values = truncate_sorted(values, self._column(ks, torch.long),
+                                 self._column([p.top_p if p.top_p is not None else 1.0 for p in ps]),
+                                 self._column([p.min_p or 0.0 for p in ps]))
+        probs = torch.softmax(values, dim=-1)
+        noise = torch.empty_like(probs).exponential_()
+        for j, i in enumerate(rows):
+            generator = seqs[i].generator
+            if generator is not None:  # its own draw over the whole vocabulary
+                full = torch.empty(self.vocab_size, device=self.device).exponential_(
+                    generator=generator)
+                noise[j] = full[ids[j]]
+        picked = ids.gather(1, (probs / noise).argmax(dim=-1, keepdim=True)).squeeze(1)
+        ok = torch.isfinite(probs).all(dim=-1) & (probs.sum(dim=-1) > 0)
+        chosen[index] = torch.where(ok, picked, chosen[index])  # overflowed rows: the best token
+        return chosen
 
-    def _logprob(self, logits: torch.Tensor, token: int, decode) -> TokenLogprob:
-        logprobs = torch.log_softmax(logits, dim=-1)
-        top: list[tuple[int, str, float]] = []
-        k = self.params.logprobs or 0
-        if k > 0:
-            values, ids = torch.topk(logprobs, k)
-            # Tokens masked out (by a grammar, say) are not alternatives: leave them out.
-            top = [(int(i), decode(int(i)), float(v))
-                   for v, i in zip(values.tolist(), ids.tolist(), strict=True) if v > float("-inf")]
-        return TokenLogprob(token, decode(token), max(float(logprobs[token]), MIN_LOGPROB), top)
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SampledBatch:
+        errors: dict[int, str] = {}
+        self.adjust(logits, seqs, errors)
+        chosen = self.choose(logits, seqs)
+        finite = torch.isfinite(logits).any(dim=-1)
+        chosen = torch.where(finite, chosen, torch.full_like(chosen, -1))
+        logprob_rows = [i for i, s in enumerate(seqs) if s.params.logprobs is not None]
+        token_ids = chosen.tolist()  # the one synchronisation of the step
+        for i, token in enumerate(token_ids):
+            if token < 0 and i not in errors:
+                errors[i] = "every token was masked out; the grammar or penalties allow nothing"
+        logprobs = (self._logprobs(logits, chosen, token_ids, seqs, logprob_rows)
+                    if logprob_rows else {})
+        for i, s in enumerate(seqs):
+            if s.counts is not None and token_ids[i] >= 0 and i not in errors:
+                s.counts[token_ids[i]] += 1
+                s.seen[token_ids[i]] = True
+        return SampledBatch(token_ids, logprobs, errors)
+
+    def _logprobs(self, logits: torch.Tensor, chosen: torch.Tensor, token_ids: list[int],
+                  seqs: list[Sequence], rows: list[int]) -> dict[int, TokenLogprob]:
+        index = torch.tensor(rows, device=self.device)
+        logprobs = torch.log_softmax(logits[index], dim=-1)
+        picked = logprobs.gather(1, chosen[index].clamp(min=0).unsqueeze(1)).squeeze(1).tolist()
+        k = max(seqs[i].params.logprobs or 0 for i in rows)
+        top_values, top_ids = (torch.topk(logprobs, k, dim=-1) if k else (None, None))
+        top_values = top_values.tolist() if k else None
+        top_ids = top_ids.tolist() if k else None
+        result = {}
+        for j, i in enumerate(rows):
+            token = max(token_ids[i], 0)
+            top = []
+            for rank in range(seqs[i].params.logprobs or 0):
+                value = top_values[j][rank]
+                if value > NEG_INF:  # tokens masked out (by a grammar, say) are not alternatives
+                    top.append((top_ids[j][rank], self.decode(top_ids[j][rank]), value))
+            result[i] = TokenLogprob(token, self.decode(token), max(picked[j], MIN_LOGPROB), top)
+        return result

@@ -1,5 +1,6 @@
-"""One request's bookkeeping while it is queued or decoding: ids, KV cache, sampler, text state,
-timings, and the callback through which its chunks reach the async consumer.
+"""One request's bookkeeping while it is queued or decoding: token ids, its blocks of the paged KV
+cache, its sampling state, text state, timings, and the callback through which its chunks reach the
+async consumer.
 
 The scheduler thread is the only writer of a `Sequence`, except `cancel()`, which any thread may
 call: it only sets a flag that the scheduler reads before each step.
@@ -12,8 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from .detokenizer import IncrementalDetokenizer, StopStringMatcher
-from .sampling import Sampler
 from .types import (
     FinishReason,
     GenerationChunk,
@@ -50,9 +52,17 @@ class Sequence:
         self.generated = 0  # tokens sampled, a stop token included (what usage reports)
         self._held_ids: list[int] = []  # tokens whose text is not out yet (split characters)
         self._held_logprobs: list[TokenLogprob] = []
-        self.cache: Any = None  # the model's KV cache; None once freed
-        self.next_input: int | None = None  # last sampled token, fed at the next decode step
-        self.sampler: Sampler | None = None
+        self.token_ids: list[int] = list(prompt_ids)  # prompt + output: what the cache must hold
+        self.num_computed = 0  # leading token_ids whose keys and values are in the cache
+        self.num_cached = 0  # of those, how many came from the prefix cache at admission
+        self.block_table: list[int] = []  # the cache blocks holding token_ids, in order
+        self.block_hashes: list[int] = []  # content hashes of the full blocks, in order
+        self.preemptions = 0
+        # Sampling state, made by the sampler on first use.
+        self.sampling_ready = False
+        self.generator: torch.Generator | None = None  # seeded requests only
+        self.counts: torch.Tensor | None = None  # per-id output counts (penalties only)
+        self.seen: torch.Tensor | None = None  # ids in the prompt or output (penalties only)
         self.finish_reason: FinishReason | None = None
         self.submitted = time.perf_counter()
         self.admitted: float | None = None
@@ -86,7 +96,7 @@ class Sequence:
         if logprob is not None:
             self._held_logprobs.append(logprob)
         self.output_ids.append(token_id)
-        self.next_input = token_id
+        self.token_ids.append(token_id)
         text, hit = self.stop_matcher.feed(self.detokenizer.add(token_id))
         if hit:
             self._finish("stop", text)
@@ -113,7 +123,6 @@ class Sequence:
                 reason = "stop"
         self.finish_reason = reason
         self.finished_at = time.perf_counter()
-        self.cache = None  # frees the KV cache now, not when the consumer lets go
         self.emit(GenerationChunk(
             self.request_id, text, *self._take_held(), reason,
             usage=Usage(len(self.prompt_ids), self.generated), timings=self.timings(),
