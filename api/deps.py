@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.errors import APIError
 
 if TYPE_CHECKING:
-    from inference.engine import Engine
+    from inference.interface import InferenceEngine
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +28,11 @@ DISCONNECT_POLL_S = 0.25
 _bearer = HTTPBearer(auto_error=False, description="The server's API key, when it has one.")
 
 
-def get_engine(request: Request) -> Engine:
+def get_engine(request: Request) -> InferenceEngine:
     return request.app.state.engine
 
 
-EngineDep = Annotated["Engine", Depends(get_engine)]
+EngineDep = Annotated["InferenceEngine", Depends(get_engine)]
 
 
 def require_api_key(

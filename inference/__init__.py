@@ -14,6 +14,7 @@ from .errors import (
     ModelUnavailableError,
     QuantizationError,
 )
+from .interface import GenerationStream, InferenceEngine
 from .types import (
     GenerationChunk,
     GenerationRequest,
@@ -29,7 +30,8 @@ from .types import (
 __all__ = [
     "BUILTIN_MODEL", "DEFAULT_MODEL", "ContextLengthError", "Engine", "EngineError",
     "EngineOverloadedError", "EngineSettings", "GenerationChunk", "GenerationError",
-    "GenerationRequest", "GenerationResult", "InvalidRequestError", "LogitsProcessor",
+    "GenerationRequest", "GenerationResult", "GenerationStream", "InferenceEngine",
+    "InvalidRequestError", "LogitsProcessor",
     "ModelLoadError", "ModelNotLoadedError", "ModelUnavailableError", "QuantizationError",
     "RequestStream", "SamplingDefaults", "SamplingParams", "Timings", "TokenLogprob", "Usage",
 ]

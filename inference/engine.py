@@ -17,6 +17,7 @@ from typing import Any
 
 from . import info as info_mod
 from . import structured
+from .block_manager import BlockManager
 from .builtin import WARNING as BUILTIN_WARNING
 from .chat import render_chat, trim_to_fit
 from .config import BUILTIN_MODEL, EngineSettings
@@ -30,7 +31,6 @@ from .errors import (
 )
 from .loader import LoadedModel, load_model
 from .runner import ModelRunner
-from .block_manager import BlockManager
 from .scheduler import Scheduler
 from .sequence import Sequence
 from .types import (

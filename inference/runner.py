@@ -36,6 +36,10 @@ class ModelRunner:
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
         self.dtype = self.model.dtype
+        if self.device.type == "cuda":
+            # cuDNN's attention re-plans for every new key length: 1.6 ms of CPU per call in the
+            # profile (bench/results/profile-step-h200.json). The other fused kernels do not.
+            torch.backends.cuda.enable_cudnn_sdp(False)
         self.block_size = settings.block_size
         self.max_batched_tokens = settings.max_num_batched_tokens or default_batched_tokens(self.device)
         self.max_seqs = settings.max_active_requests

@@ -116,10 +116,15 @@ class Sampler:
                     errors[i] = str(exc)
         if rows:
             index = torch.tensor(rows, device=self.device)
-            sub = logits[index]
-            structured.apply_bitmasks(sub, structured.fill_bitmasks(
-                [seqs[i].matcher for i in rows], self.vocab_size))
-            logits[index] = sub
+            try:
+                bitmask = structured.fill_bitmasks([seqs[i].matcher for i in rows])
+            except Exception as exc:  # the grammar engine failed: its rows fail, no others
+                for i in rows:
+                    errors[i] = f"{type(exc).__name__}: {exc}"
+            else:
+                sub = logits[index]
+                structured.apply_bitmasks(sub, bitmask)
+                logits[index] = sub
         groups: dict[int, tuple[object, list[int]]] = {}
         for i, s in enumerate(seqs):
             for processor in s.params.logits_processors:

@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import weakref
-from typing import Any, Literal
+from typing import Any
 
 import llguidance
 import llguidance.hf
@@ -79,6 +79,7 @@ class GrammarMatcher:
 
     def __init__(self, tokenizer: llguidance.LLTokenizer, grammar: str, *, name: str = "grammar"):
         self.name = name
+        self.vocab_size = tokenizer.vocab_size  # the tokenizer's ids; the model may pad past them
         self.matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
         if self.matcher.is_error():
             raise InvalidRequestError(f"Invalid {name}: {self.matcher.get_error()}")
@@ -96,15 +97,16 @@ class GrammarMatcher:
 _executor: llguidance.LLExecutor | None = None
 
 
-def fill_bitmasks(matchers: list[GrammarMatcher], vocab_size: int) -> torch.Tensor:
-    """The allowed-token bitmasks of every matcher, one row each (int32 words of 32 tokens),
-    computed in one parallel llguidance call on the host."""
+def fill_bitmasks(matchers: list[GrammarMatcher]) -> torch.Tensor:
+    """The allowed-token bitmasks of every matcher, one row each (int32 words of 32 tokens over
+    the tokenizer's ids), computed in one parallel llguidance call on the host."""
     global _executor
     if _executor is None:
         _executor = llguidance.LLExecutor()
     for m in matchers:
         m.check()
-    bitmask = torch.full(((len(matchers)), (vocab_size + 31) // 32), -1, dtype=torch.int32)
+    vocab_size = matchers[0].vocab_size
+    bitmask = torch.full((len(matchers), (vocab_size + 31) // 32), -1, dtype=torch.int32)
     llguidance.torch.fill_next_token_bitmask_par(
         _executor, [(m.matcher, i) for i, m in enumerate(matchers)], bitmask)
     return bitmask

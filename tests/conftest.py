@@ -35,7 +35,8 @@ async def builtin_engine(builtin_dir):
     """A ready engine on the built-in model, shared by the whole session."""
     from inference import Engine, EngineSettings
 
-    engine = Engine(EngineSettings(model="builtin", cache_dir=CACHE_DIR, max_active_requests=16))
+    engine = Engine(EngineSettings(model="builtin", cache_dir=CACHE_DIR, max_active_requests=16,
+                                   compute_dtype="float32"))
     await engine.start()
     assert engine.state == "ready", engine.error
     yield engine

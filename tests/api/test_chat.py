@@ -11,7 +11,8 @@ import jsonschema
 import pytest
 import torch
 
-from inference import structured
+from api.protocol.chat import ChatCompletionRequest
+from inference.types import Grammar
 from tests.api.events import collect_chat_stream, read_events
 from tests.schemas import PERSON, TOOLS, WEATHER
 
@@ -129,24 +130,28 @@ async def test_json_object_output_parses(api_client, builtin_engine, monkeypatch
     # for a model that wants to finish. The grammar (real) decides what is valid and ends the turn.
     vocab = builtin_engine.tokenizer.get_vocab()
     closing = torch.tensor([i for token, i in vocab.items() if '"' in token or "}" in token])
-    grammar = structured.json_object_processor
+    original = ChatCompletionRequest.to_sampling_params
+    grammars = []
 
-    def biased(tokenizer):
-        processor = grammar(tokenizer)
+    def bias(output_ids, logits):  # batch-shaped: runs after the grammar's mask (-inf stays -inf)
+        logits[:, closing] += 50.0
+        return logits
 
-        def process(output_ids, logits):
-            logits[closing] += 50.0
-            return processor(output_ids, logits)
+    def biased(self, index=0):
+        params = original(self, index)
+        grammars.append(params.grammar)
+        if params.grammar is not None and params.grammar.kind == "json_object":
+            params.logits_processors.append(bias)
+        return params
 
-        return process
-
-    monkeypatch.setattr(structured, "json_object_processor", biased)
+    monkeypatch.setattr(ChatCompletionRequest, "to_sampling_params", biased)
     for seed in (4, 5):
         body = await chat(api_client, max_tokens=256, seed=seed, temperature=1.0,
                           response_format={"type": "json_object"})
         choice = body["choices"][0]
         assert choice["finish_reason"] == "stop", choice  # the grammar ended the turn
         assert isinstance(json.loads(choice["message"]["content"]), dict)
+    assert grammars == [Grammar("json_object")] * 2  # the bias rode on grammar-constrained requests
 
 
 def check_calls(calls, name=None):

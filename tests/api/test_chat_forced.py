@@ -24,14 +24,17 @@ MARKUP = ("<tool_call>", "</tool_call>", "<think>", "</think>", "<|im_end|>")
 
 
 class ForceTokens:
-    """A logits processor that forces a fixed token sequence, then the end of the turn."""
+    """A logits processor that forces a fixed token sequence, then the end of the turn.
+
+    Batch-shaped: `output_ids[i]` is row i's output so far, `logits` is (rows, vocabulary)."""
 
     def __init__(self, ids: list[int], end: int):
         self.ids = [*ids, end]
 
-    def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
+    def __call__(self, output_ids: list[list[int]], logits: torch.Tensor) -> torch.Tensor:
         forced = torch.full_like(logits, float("-inf"))
-        forced[self.ids[min(len(output_ids), len(self.ids) - 1)]] = 0.0
+        for row, ids in enumerate(output_ids):
+            forced[row, self.ids[min(len(ids), len(self.ids) - 1)]] = 0.0
         return forced
 
 
@@ -42,7 +45,7 @@ async def forced_completion(engine, text: str, **fields) -> ChatCompletion:
          "max_tokens": 200, **fields})
     tokenizer = engine.tokenizer
     ids = tokenizer.encode(text, add_special_tokens=False)
-    requests = [body.to_generation_request(tokenizer, i) for i in range(body.n)]
+    requests = [body.to_generation_request(i) for i in range(body.n)]
     for request in requests:
         request.sampling.logits_processors.append(
             ForceTokens(ids, structured.end_of_turn_id(tokenizer)))

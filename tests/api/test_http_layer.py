@@ -17,7 +17,7 @@ import pytest
 from api import create_api
 from inference import Engine, EngineSettings
 from inference.errors import EngineOverloadedError
-from inference.types import GenerationChunk, GenerationResult, Timings, Usage
+from inference.types import GenerationChunk, GenerationResult, SamplingDefaults, Timings, Usage
 from tests.api.conftest import asgi_client
 from tests.api.events import collect_chat_stream, read_events
 from tests.conftest import CACHE_DIR
@@ -52,13 +52,17 @@ class ScriptedStream:
 
 
 class ScriptedEngine:
-    """The engine interface the API uses, answering from a script: each submit takes the next
-    entry, a list of chunks (a stream) or an exception (raised by submit)."""
+    """The engine interface the API uses (`inference.interface.InferenceEngine`; a test keeps the
+    two in step), answering from a script: each submit takes the next entry, a list of chunks (a
+    stream) or an exception (raised by submit)."""
 
     state = "ready"
     error = None
     model_name = "scripted"
     started_at = 0.0
+    is_fallback = False
+    max_context = 4096
+    defaults = SamplingDefaults()
 
     def __init__(self, *script: Any, prompt_text: str = "prompt"):
         self.script = list(script)
@@ -70,7 +74,13 @@ class ScriptedEngine:
     def tokenizer(self):
         return None
 
-    async def asubmit(self, request) -> ScriptedStream:
+    async def start(self) -> None:
+        self.state = "ready"
+
+    async def shutdown(self) -> None:
+        self.state = "stopped"
+
+    def submit(self, request) -> ScriptedStream:
         self.requests.append(request)
         entry = self.script.pop(0)
         if isinstance(entry, Exception):
@@ -79,6 +89,21 @@ class ScriptedEngine:
         stream.prompt_text = self.prompt_text if request.messages is not None else None
         self.streams.append(stream)
         return stream
+
+    async def asubmit(self, request) -> ScriptedStream:
+        return self.submit(request)
+
+    async def generate(self, request) -> GenerationResult:
+        return await (await self.asubmit(request)).collect()
+
+    def info(self) -> dict[str, Any]:
+        return {"model": self.model_name, "builtin": False, "fallback": False, "quantization": {},
+                "context_window": self.max_context, "max_context": self.max_context,
+                "counters": {"active_requests": 0, "queue_depth": 0}}
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "model_loaded": True, "model": self.model_name, "uptime_s": 0.0,
+                "queue_depth": 0, "active_requests": 0, "error": None}
 
 
 def failing_stream() -> list[GenerationChunk]:

@@ -6,7 +6,9 @@ import pytest
 from pydantic import ValidationError
 
 from api.protocol import ChatCompletionRequest, GenerateRequest
+from api.protocol.chat import TOOL_CALL_PREFIX
 from api.tool_calls import CALL_START
+from inference.types import Grammar
 
 USER = [{"role": "user", "content": "Hi"}]
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -128,19 +130,51 @@ def test_tool_modes():
     assert named.tool_mode == "get_weather" and named.forces_tool_call
 
 
-def test_forced_tool_call_prefixes_the_assistant_turn(builtin_tokenizer):
+def test_forced_tool_call_prefixes_the_assistant_turn():
     request = chat(tools=TOOLS, tool_choice="required", seed=1)
-    generation = request.to_generation_request(builtin_tokenizer)
+    generation = request.to_generation_request()
     assert generation.assistant_prefix == CALL_START + "\n"
-    assert len(generation.sampling.logits_processors) == 1
+    assert generation.assistant_prefix == TOOL_CALL_PREFIX
+    grammar = generation.sampling.grammar
+    assert isinstance(grammar, Grammar)
+    assert grammar.kind == "tool_call" and grammar.tool_name is None and grammar.parallel
+    assert [tool["function"]["name"] for tool in grammar.tools] == ["get_weather"]
+    assert generation.sampling.logits_processors == []
     assert generation.tools[0]["function"]["name"] == "get_weather"
 
 
-def test_json_response_format_adds_a_grammar(builtin_tokenizer):
+def test_tool_call_grammar_names_the_forced_function_and_its_parallel_flag():
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    grammar = chat(tools=TOOLS, tool_choice=named).to_generation_request().sampling.grammar
+    assert grammar.kind == "tool_call" and grammar.tool_name == "get_weather"
+    assert not grammar.parallel  # a named function is called once
+    assert not chat(tools=TOOLS, tool_choice="required",
+                    parallel_tool_calls=False).grammar().parallel
+    assert chat(tools=TOOLS, tool_choice="required").grammar().parallel
+    # auto and none leave the output free: no grammar, no assistant prefix
+    for choice in ("auto", "none"):
+        generation = chat(tools=TOOLS, tool_choice=choice).to_generation_request()
+        assert generation.sampling.grammar is None and generation.assistant_prefix == ""
+
+
+def test_json_response_format_adds_a_grammar():
     request = chat(response_format={"type": "json_object"})
-    assert request.uses_grammar
-    assert len(request.to_generation_request(builtin_tokenizer).sampling.logits_processors) == 1
-    assert not chat(response_format={"type": "text"}).uses_grammar
+    assert request.grammar() == Grammar("json_object")
+    assert request.to_generation_request().sampling.grammar == Grammar("json_object")
+    assert request.to_generation_request().assistant_prefix == ""
+    assert chat(response_format={"type": "text"}).grammar() is None
+    assert chat(response_format={"type": "text"}).to_sampling_params().grammar is None
+    assert chat().to_sampling_params().grammar is None
+
+
+def test_json_schema_response_format_carries_its_schema():
+    schema = {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}
+    request = chat(response_format={"type": "json_schema",
+                                    "json_schema": {"name": "x", "schema": schema}}, n=2)
+    for index in range(2):
+        grammar = request.to_generation_request(index).sampling.grammar
+        assert grammar == Grammar("json_schema", schema=schema)
+        assert grammar.kind == "json_schema" and grammar.schema == schema
 
 
 def test_generate_request():

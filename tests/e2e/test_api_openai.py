@@ -4,8 +4,9 @@ error bodies), the built-in model. Nothing is mocked.
 Most tests use `live_server` (`python app.py --model builtin`, the product as users start it). The
 errors that need a particular server state use `tight_server`, an in-process uvicorn serving the API
 with an API key, room for one request at a time, a small context window, and a second API on an
-engine that never finished loading. The 500 test makes a real generation fail by breaking its
-grammar processor mid-request; the model and the server are the real ones.
+engine that never finished loading. The 500 test makes a real grammar-constrained generation fail
+mid-request with a logits processor that breaks after the first token; the model and the server
+are the real ones.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from fastapi import FastAPI
 
 from api import create_api
 from api.body_limit import MAX_BODY_BYTES
-from inference import Engine, EngineSettings, structured
+from api.protocol.chat import ChatCompletionRequest
+from inference import Engine, EngineSettings
 from inference.errors import GenerationError
+from inference.types import Grammar
 from tests.schemas import PERSON, TOOLS, WEATHER
 
 KEY = "e2e-secret"
@@ -336,19 +339,21 @@ def test_503_when_saturated_then_a_disconnect_frees_the_engine(tight_server):
 
 
 def test_500_when_generation_fails_and_the_server_keeps_serving(tight_server, monkeypatch):
-    original = structured.json_object_processor
+    original = ChatCompletionRequest.to_sampling_params
+    grammars = []
 
-    def breaking_processor(tokenizer):
-        grammar = original(tokenizer)
+    def breaking(output_ids, logits):  # batch-shaped; runs after the (real) grammar's mask
+        if any(output_ids):  # after the first token: the request fails mid-generation
+            raise GenerationError("the grammar engine broke")
+        return logits
 
-        def process(output_ids, logits):
-            if output_ids:  # after the first token: the request fails mid-generation
-                raise GenerationError("the grammar engine broke")
-            return grammar(output_ids, logits)
+    def breaking_sampling_params(self, index=0):
+        params = original(self, index)
+        grammars.append(params.grammar)
+        params.logits_processors.append(breaking)
+        return params
 
-        return process
-
-    monkeypatch.setattr(structured, "json_object_processor", breaking_processor)
+    monkeypatch.setattr(ChatCompletionRequest, "to_sampling_params", breaking_sampling_params)
     client = tight_server.client()
     kwargs = dict(model="builtin", messages=USER, max_tokens=20,
                   response_format={"type": "json_object"})
@@ -359,6 +364,7 @@ def test_500_when_generation_fails_and_the_server_keeps_serving(tight_server, mo
     with pytest.raises(openai.APIError) as streamed:  # an error event inside the stream
         list(client.chat.completions.create(**kwargs, stream=True))
     assert "grammar engine broke" in streamed.value.message
+    assert grammars == [Grammar("json_object")] * 2  # both failed requests were constrained
     monkeypatch.undo()
     assert client.chat.completions.create(**kwargs).choices[0].message.content.startswith("{")
 

@@ -1,4 +1,5 @@
-"""Pure sampling functions: penalties and truncation filters."""
+"""Batched sampling: the pure row functions (penalties, truncation) and the sampler over a batch
+(greedy, seeds independent of the batch, logprobs, padding ids, per-row failures)."""
 
 from __future__ import annotations
 
@@ -6,68 +7,102 @@ import math
 
 import torch
 
+from inference.detokenizer import IncrementalDetokenizer
 from inference.sampling import (
     Sampler,
     apply_presence_frequency,
     apply_repetition_penalty,
-    filter_min_p,
-    filter_top_k,
-    filter_top_p,
+    truncate_sorted,
 )
+from inference.sequence import Sequence
 from inference.types import SamplingParams
 
 NEG = float("-inf")
 
 
+def col(*values, dtype=torch.float32):
+    return torch.tensor(values, dtype=dtype).unsqueeze(1)
+
+
+def kept(values, top_k=0, top_p=1.0, min_p=0.0):
+    out = truncate_sorted(torch.tensor([values]), col(top_k, dtype=torch.long), col(top_p),
+                          col(min_p))
+    return torch.isfinite(out[0]).tolist()
+
+
 def test_top_k_keeps_k_largest():
-    out = filter_top_k(torch.tensor([1.0, 4.0, 3.0, 2.0]), 2)
-    assert out.tolist() == [NEG, 4.0, 3.0, NEG]
-    assert filter_top_k(torch.tensor([1.0, 2.0]), 0).tolist() == [1.0, 2.0]
+    assert kept([4.0, 3.0, 2.0, 1.0], top_k=2) == [True, True, False, False]
+    assert kept([2.0, 1.0], top_k=0) == [True, True]
 
 
 def test_top_p_keeps_smallest_nucleus():
-    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
-    kept = torch.isfinite(filter_top_p(logits, 0.8)).tolist()
-    assert kept == [True, True, False, False]
-    assert torch.isfinite(filter_top_p(logits, 0.01)).tolist() == [True, False, False, False]
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05])).tolist()
+    assert kept(logits, top_p=0.8) == [True, True, False, False]
+    assert kept(logits, top_p=0.01) == [True, False, False, False]
 
 
 def test_min_p_relative_to_top():
-    logits = torch.log(torch.tensor([0.6, 0.3, 0.1]))
-    assert torch.isfinite(filter_min_p(logits, 0.4)).tolist() == [True, True, False]
+    logits = torch.log(torch.tensor([0.6, 0.3, 0.1])).tolist()
+    assert kept(logits, min_p=0.4) == [True, True, False]
+
+
+def test_rows_truncate_independently():
+    values = torch.log(torch.tensor([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]]))
+    out = truncate_sorted(values, col(1, 0, dtype=torch.long), col(1.0, 1.0), col(0.0, 0.0))
+    assert torch.isfinite(out).tolist() == [[True, False, False], [True, True, True]]
 
 
 def test_repetition_penalty_signs():
-    logits = torch.tensor([2.0, -2.0, 2.0])
-    seen = torch.tensor([True, True, False])
-    assert apply_repetition_penalty(logits, seen, 2.0).tolist() == [1.0, -4.0, 2.0]
+    logits = torch.tensor([[2.0, -2.0, 2.0]])
+    seen = torch.tensor([[True, True, False]])
+    assert apply_repetition_penalty(logits, seen, col(2.0)).tolist() == [[1.0, -4.0, 2.0]]
 
 
 def test_presence_and_frequency():
-    logits = torch.zeros(3)
-    counts = torch.tensor([0, 1, 3])
-    out = apply_presence_frequency(logits, counts, presence=0.5, frequency=0.25)
-    assert out.tolist() == [0.0, -0.75, -1.25]
+    out = apply_presence_frequency(torch.zeros(1, 3), torch.tensor([[0, 1, 3]]), col(0.5), col(0.25))
+    assert out.tolist() == [[0.0, -0.75, -1.25]]
 
 
-def test_sampler_seeded_is_reproducible_and_greedy_is_argmax():
-    logits = torch.randn(1000, generator=torch.Generator().manual_seed(1))
-    params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, seed=7)
-    first = [Sampler(params, 1000, torch.device("cpu"), []).choose(logits) for _ in range(3)]
-    assert len(set(first)) == 1
-    greedy = Sampler(SamplingParams(temperature=0.0), 1000, torch.device("cpu"), [])
-    assert greedy.choose(logits) == int(torch.argmax(logits))
+def seq(**params) -> Sequence:
+    return Sequence("r", [1, 2], SamplingParams(max_tokens=4, **params), set(),
+                    IncrementalDetokenizer(None), lambda chunk: None)
 
 
-def test_sampler_logprobs_and_invalid_tail():
-    params = SamplingParams(temperature=0.0, logprobs=2)
-    sampler = Sampler(params, 10, torch.device("cpu"), [], valid_vocab=8)
-    logits = torch.zeros(10)
-    logits[9] = 100.0  # a padding id past the tokenizer: never chosen
-    logits[3] = 1.0
-    picked = sampler(logits, [], decode=str)
-    assert picked.token_id == 3
-    assert picked.logprob is not None and len(picked.logprob.top) == 2
-    assert picked.logprob.top[0][0] == 3
-    assert math.isclose(sum(math.exp(lp) for _, _, lp in picked.logprob.top[:1]),
-                        math.exp(picked.logprob.logprob))
+def sample(sampler, logits, seqs):
+    for s in seqs:
+        sampler.prepare(s)
+    return sampler(logits.clone(), seqs)
+
+
+def test_seeded_row_does_not_depend_on_the_batch():
+    sampler = Sampler(1000, 1000, torch.device("cpu"), str)
+    logits = torch.randn(3, 1000, generator=torch.Generator().manual_seed(1))
+    free = dict(temperature=1.0, top_k=0, top_p=1.0)
+    alone = sample(sampler, logits[:1], [seq(seed=7, **free)]).token_ids[0]
+    mixed = sample(sampler, logits, [seq(seed=7, **free), seq(**free), seq(temperature=0.0)])
+    assert mixed.token_ids[0] == alone
+    assert mixed.token_ids[2] == int(logits[2].argmax())
+    draws = {sample(sampler, logits[:1], [seq(seed=s, **free)]).token_ids[0] for s in range(8)}
+    assert len(draws) > 1  # seeds matter
+
+
+def test_logprobs_and_invalid_tail():
+    sampler = Sampler(10, 8, torch.device("cpu"), str)
+    logits = torch.zeros(1, 10)
+    logits[0, 9] = 100.0  # a padding id past the tokenizer: never chosen
+    logits[0, 3] = 1.0
+    picked = sample(sampler, logits, [seq(temperature=0.0, logprobs=2)])
+    assert picked.token_ids == [3]
+    lp = picked.logprobs[0]
+    assert len(lp.top) == 2 and lp.top[0][0] == 3
+    assert math.isclose(math.exp(lp.top[0][2]), math.exp(lp.logprob))
+
+
+def test_a_failing_processor_fails_its_rows_only():
+    def explode(output_ids, logits):
+        raise RuntimeError("boom")
+
+    sampler = Sampler(10, 10, torch.device("cpu"), str)
+    picked = sample(sampler, torch.randn(2, 10),
+                    [seq(temperature=0.0, logits_processors=[explode]), seq(temperature=0.0)])
+    assert "boom" in picked.errors[0] and 1 not in picked.errors

@@ -1,7 +1,8 @@
 """Grammar-constrained decoding: whatever the logits say, the output follows the grammar.
 
-The processors are driven here by random logits (a stand-in for the worst possible model): for
-many seeds the sampled text must parse, validate against its schema, and end with `<|im_end|>`.
+The matchers are driven here as the engine drives them (bitmasks filled on the host for the model's
+logits width, applied as one tensor op) by random logits, a stand-in for the worst possible model:
+for many seeds the sampled text must parse, validate against its schema, and end with `<|im_end|>`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from inference import structured
 from inference.errors import GenerationError, InvalidRequestError
+from inference.types import Grammar
 
 MODEL_VOCAB = 151936  # Qwen3's logits rows; the tokenizer knows 151669 ids
 IM_END = 151645
@@ -40,18 +42,35 @@ TOOLS = [
 ]
 
 
-def sample(tokenizer, processor, seed: int, max_steps: int = 300) -> tuple[str, bool]:
-    """Sample with random logits through `processor`; (text, ended with <|im_end|>)."""
+def mask(matcher: structured.GrammarMatcher, logits: torch.Tensor) -> torch.Tensor:
+    """Mask one row of `logits` the way the engine does: fill the bitmask on the host for the
+    model's whole logits width, apply it in place as one tensor op."""
+    rows = logits[None]
+    assert structured.apply_bitmasks(rows, structured.fill_bitmasks([matcher])) is None
+    return rows[0]
+
+
+def sample(tokenizer, grammar: Grammar, seed: int, max_steps: int = 300) -> tuple[str, bool]:
+    """Sample with random logits through a fresh matcher of `grammar`; (text, ended with
+    <|im_end|>)."""
+    matcher = structured.new_matcher(tokenizer, grammar)
     generator = torch.Generator().manual_seed(seed)
     output: list[int] = []
     for _ in range(max_steps):
-        logits = torch.randn(MODEL_VOCAB, generator=generator) * 3
-        logits = processor(output, logits)
+        logits = mask(matcher, torch.randn(MODEL_VOCAB, generator=generator) * 3)
         token = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
         if token == IM_END:
             return tokenizer.decode(output), True
+        matcher.consume([token])
         output.append(token)
     return tokenizer.decode(output), False
+
+
+def allowed_ids(matcher: structured.GrammarMatcher) -> torch.Tensor:
+    bitmask = structured.fill_bitmasks([matcher])
+    allowed = structured.unpack_bitmask(bitmask, MODEL_VOCAB)
+    assert allowed.shape == (1, MODEL_VOCAB) and allowed.dtype == torch.bool
+    return allowed[0]
 
 
 def test_llg_tokenizer_is_built_once(builtin_tokenizer):
@@ -59,10 +78,19 @@ def test_llg_tokenizer_is_built_once(builtin_tokenizer):
     assert structured.end_of_turn_id(builtin_tokenizer) == IM_END
 
 
+def test_grammars_compile_once_and_every_sequence_gets_its_own_matcher(builtin_tokenizer):
+    grammar = Grammar("json_schema", schema=PERSON)
+    text = structured.compile_grammar(builtin_tokenizer, grammar)
+    assert structured.compile_grammar(builtin_tokenizer, Grammar("json_schema", schema=PERSON)) is text
+    a, b = (structured.new_matcher(builtin_tokenizer, grammar) for _ in range(2))
+    assert a is not b and a.matcher is not b.matcher
+    a.consume(builtin_tokenizer.encode('{"name": "', add_special_tokens=False))
+    assert not torch.equal(allowed_ids(a), allowed_ids(b))  # b's state is untouched by a's tokens
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_json_schema_output_always_validates(builtin_tokenizer, seed):
-    processor = structured.json_schema_processor(builtin_tokenizer, PERSON)
-    text, ended = sample(builtin_tokenizer, processor, seed)
+    text, ended = sample(builtin_tokenizer, Grammar("json_schema", schema=PERSON), seed)
     assert ended, text
     jsonschema.validate(json.loads(text), PERSON)
     assert "\n" not in text and "  " not in text  # compact: fixed separators only
@@ -70,8 +98,7 @@ def test_json_schema_output_always_validates(builtin_tokenizer, seed):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_json_object_output_always_parses(builtin_tokenizer, seed):
-    text, ended = sample(builtin_tokenizer, structured.json_object_processor(builtin_tokenizer),
-                         seed, max_steps=150)
+    text, ended = sample(builtin_tokenizer, Grammar("json_object"), seed, max_steps=150)
     if ended:
         assert isinstance(json.loads(text), dict)
     else:  # cut off: still a prefix of an object
@@ -79,8 +106,7 @@ def test_json_object_output_always_parses(builtin_tokenizer, seed):
 
 
 def test_first_step_allows_only_an_opening_brace_and_never_padding_ids(builtin_tokenizer):
-    processor = structured.json_object_processor(builtin_tokenizer)
-    allowed = processor.allowed_tokens(MODEL_VOCAB)
+    allowed = allowed_ids(structured.new_matcher(builtin_tokenizer, Grammar("json_object")))
     assert allowed.shape == (MODEL_VOCAB,)
     assert not allowed[len(builtin_tokenizer):].any()
     assert not allowed[IM_END]
@@ -89,31 +115,46 @@ def test_first_step_allows_only_an_opening_brace_and_never_padding_ids(builtin_t
 
 
 def test_only_end_of_turn_once_complete(builtin_tokenizer):
-    processor = structured.json_schema_processor(builtin_tokenizer, {"enum": ["yes"]})
-    output = builtin_tokenizer.encode('"yes"', add_special_tokens=False)
-    logits = processor(output, torch.zeros(MODEL_VOCAB))
+    matcher = structured.new_matcher(builtin_tokenizer, Grammar("json_schema", schema={"enum": ["yes"]}))
+    matcher.consume(builtin_tokenizer.encode('"yes"', add_special_tokens=False))
+    logits = mask(matcher, torch.zeros(MODEL_VOCAB))
     assert torch.isfinite(logits).nonzero().flatten().tolist() == [IM_END]
 
 
-def test_processor_masks_logits_on_their_device_and_dtype(builtin_tokenizer):
-    processor = structured.json_object_processor(builtin_tokenizer)
-    logits = processor([], torch.zeros(MODEL_VOCAB, dtype=torch.bfloat16))
+def test_one_fill_masks_every_row_by_its_own_matcher(builtin_tokenizer):
+    fresh = structured.new_matcher(builtin_tokenizer, Grammar("json_object"))
+    done = structured.new_matcher(builtin_tokenizer, Grammar("json_schema", schema={"enum": ["yes"]}))
+    done.consume(builtin_tokenizer.encode('"yes"', add_special_tokens=False))
+    bitmask = structured.fill_bitmasks([fresh, done])
+    assert bitmask.dtype == torch.int32 and bitmask.device.type == "cpu" and bitmask.shape[0] == 2
+    logits = torch.zeros(2, MODEL_VOCAB)
+    structured.apply_bitmasks(logits, bitmask)
+    assert torch.equal(torch.isfinite(logits[0]), allowed_ids(fresh))
+    assert torch.isfinite(logits[1]).nonzero().flatten().tolist() == [IM_END]
+
+
+def test_masks_logits_on_their_device_and_dtype(builtin_tokenizer):
+    matcher = structured.new_matcher(builtin_tokenizer, Grammar("json_object"))
+    logits = mask(matcher, torch.zeros(MODEL_VOCAB, dtype=torch.bfloat16))
     assert logits.dtype == torch.bfloat16 and torch.isinf(logits).sum() > 150000
 
 
 def test_a_token_outside_the_grammar_fails_the_request(builtin_tokenizer):
-    processor = structured.json_object_processor(builtin_tokenizer)
+    matcher = structured.new_matcher(builtin_tokenizer, Grammar("json_object"))
     bad = builtin_tokenizer.encode("hello", add_special_tokens=False)
     with pytest.raises(GenerationError):
-        processor(bad, torch.zeros(MODEL_VOCAB))
+        matcher.consume(bad)
+    with pytest.raises(GenerationError):  # and the matcher stays failed
+        structured.fill_bitmasks([matcher])
 
 
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("choice", ["required", "get_weather", "get_time"])
 def test_forced_tool_calls_are_valid_qwen3_calls(builtin_tokenizer, choice, seed):
-    processor = structured.tool_call_processor(builtin_tokenizer, TOOLS, choice,
-                                               parallel=choice == "required")
-    text, ended = sample(builtin_tokenizer, processor, seed)
+    grammar = Grammar("tool_call", tools=tuple(TOOLS),
+                      tool_name=None if choice == "required" else choice,
+                      parallel=choice == "required")
+    text, ended = sample(builtin_tokenizer, grammar, seed)
     assert ended, text
     blocks = (structured.TOOL_CALL_PREFIX + text).split("<tool_call>\n")[1:]
     assert blocks
@@ -134,13 +175,15 @@ def test_forced_tool_calls_are_valid_qwen3_calls(builtin_tokenizer, choice, seed
 
 def test_unknown_function_is_an_invalid_request(builtin_tokenizer):
     with pytest.raises(InvalidRequestError) as info:
-        structured.tool_call_processor(builtin_tokenizer, TOOLS, "nope")
+        structured.new_matcher(builtin_tokenizer,
+                               Grammar("tool_call", tools=tuple(TOOLS), tool_name="nope"))
     assert info.value.param == "tool_choice"
 
 
 def test_unsupported_schema_is_an_invalid_request(builtin_tokenizer):
     with pytest.raises(InvalidRequestError) as info:
-        structured.json_schema_processor(builtin_tokenizer, {"type": "string", "format": "nope"})
+        structured.new_matcher(builtin_tokenizer, Grammar(
+            "json_schema", schema={"type": "string", "format": "nope"}))
     assert info.value.param == "response_format.json_schema.schema"
 
 
