@@ -81,7 +81,8 @@ class Scheduler:
 
     def add(self, seq: Sequence) -> None:
         with self._wake:
-            free_slots = max(0, self.max_active - len(self.running))
+            # A finished request may sit in `running` until the worker's next pass: not counted.
+            free_slots = max(0, self.max_active - self.active_count)
             if len(self.waiting) >= self.max_queued + free_slots:
                 raise EngineOverloadedError(len(self.waiting), self.max_queued)
             self.waiting.append(seq)
