@@ -17,6 +17,7 @@ import pytest
 from inference import ContextLengthError, Engine, EngineSettings, GenerationRequest, SamplingParams
 
 from ..conftest import CACHE_DIR
+from .test_engine import blocks_used
 
 TIE = 1e-4
 
@@ -60,17 +61,6 @@ async def assert_same_greedy(got: list[int], reference: Engine, make: MakeReques
         f"{what}: outputs differ at position {i} ({got[i]} vs reference {expected[i]}) without a "
         f"tie: reference top two {top[0][0]}:{lp0:.6f}, {top[1][0]}:{lp1:.6f} (gap {gap:.2e})\n"
         f"got       {got}\nreference {expected}")
-
-
-async def idle_blocks(engine: Engine, idle: int = 0, timeout: float = 5.0) -> int:
-    """Blocks in use, once they drop back to `idle` (the last chunk arrives just before the
-    worker frees the finished request's blocks), or after the timeout."""
-    for _ in range(int(timeout / 0.02)):
-        used = engine.info()["kv_cache"]["blocks_used"]
-        if used == idle:
-            break
-        await asyncio.sleep(0.02)
-    return used
 
 
 def kv(engine: Engine) -> dict:
@@ -159,7 +149,7 @@ async def test_chunked_prefill_of_a_chat_beside_a_decoding_stream(chunked, engin
     for result, make, name in zip(together, (short, long_chat), ("short", "long"), strict=True):
         assert result.finish_reason == "length"
         await assert_same_greedy(result.token_ids, engine, make, what=name)
-    assert await idle_blocks(chunked) == 0
+    assert await blocks_used(chunked, 0) == 0
 
 
 async def test_preemption_recomputes_and_matches_solo(tiny):
@@ -175,14 +165,14 @@ async def test_preemption_recomputes_and_matches_solo(tiny):
     assert all(len(r.token_ids) == 40 for r in together)
     assert kv(tiny)["preemptions"] > before["preemptions"]
     assert tiny.info()["counters"]["failed"] == 0
-    assert await idle_blocks(tiny) == 0
+    assert await blocks_used(tiny, 0) == 0
 
     for i, (make, result) in enumerate(zip(makes, together, strict=True)):
         solo = await tiny.generate(make())
         assert solo.finish_reason == "length"
         await assert_same_greedy(result.token_ids, tiny, make, solo.token_ids, f"request {i}")
     assert len({tuple(r.token_ids) for r in together}) > 1  # the prompts really differ
-    assert await idle_blocks(tiny) == 0
+    assert await blocks_used(tiny, 0) == 0
 
 
 async def test_shared_system_prompt_hits_the_prefix_cache(engine, uncached):
@@ -224,7 +214,7 @@ async def test_same_request_twice_miss_then_hit(engine, uncached):
     # The reference is the miss; should a re-run with logprobs be needed, the uncached engine
     # computes it the same way (the whole prompt in one step).
     await assert_same_greedy(hit.token_ids, uncached, make, miss.token_ids, "hit vs miss")
-    assert await idle_blocks(engine) == 0
+    assert await blocks_used(engine, 0) == 0
 
 
 async def test_prompt_of_whole_blocks_recomputes_its_last_block(engine, uncached):
@@ -259,4 +249,4 @@ async def test_context_is_capped_by_the_pool(tiny):
     result = await stream.collect()
     assert result.finish_reason == "length" and len(result.token_ids) == 1
     assert result.usage.total_tokens == capacity
-    assert await idle_blocks(tiny) == 0
+    assert await blocks_used(tiny, 0) == 0

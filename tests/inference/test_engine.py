@@ -108,7 +108,7 @@ async def test_multibyte_characters_streamed_whole(builtin_engine, builtin_token
     assert [i for c in chunks for i in c.token_ids] == ids + [151645]
 
 
-async def blocks_used(engine, idle: int, timeout: float = 2.0) -> int:
+async def blocks_used(engine, idle: int, timeout: float = 5.0) -> int:
     """The KV blocks held by live requests, once they drop back to `idle` (or the timeout)."""
     for _ in range(int(timeout / 0.02)):
         used = engine.info()["kv_cache"]["blocks_used"]
