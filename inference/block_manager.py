@@ -84,7 +84,6 @@ class BlockManager:
                 seq.token_ids[i * self.block_size:(i + 1) * self.block_size]))
             seq.block_hashes.append(previous)
         seq.num_computed = len(hits) * self.block_size
-        seq.num_cached = seq.num_computed
         self.query_tokens += len(seq.token_ids)
         self.hit_tokens += seq.num_computed
 

@@ -159,10 +159,10 @@ class Scheduler:
                 break
             n = min(len(seq.token_ids) - seq.num_computed, budget)
             need = self.blocks.blocks_needed(seq, n)
-            while need > self.blocks.num_free and self.running[-1] is not seq:
+            while not self.blocks.can_allocate(need) and self.running[-1] is not seq:
                 self._preempt(self.running[-1])
                 preempted = True
-            if need > self.blocks.num_free:
+            if not self.blocks.can_allocate(need):
                 if len(self.running) == 1:
                     self._end(seq, "error", "the request does not fit in the KV cache "
                               f"({self.blocks.num_blocks * self.blocks.block_size} tokens)")
@@ -200,7 +200,6 @@ class Scheduler:
         """Free a running sequence's blocks; it waits at the front and is recomputed later."""
         self.running.remove(seq)
         self.blocks.release(seq)
-        seq.preemptions += 1
         self.counters.preemptions += 1
         self.waiting.appendleft(seq)
         logger.debug("preempted %s (%d tokens to recompute)", seq.request_id, len(seq.token_ids))

@@ -54,10 +54,8 @@ class Sequence:
         self._held_logprobs: list[TokenLogprob] = []
         self.token_ids: list[int] = list(prompt_ids)  # prompt + output: what the cache must hold
         self.num_computed = 0  # leading token_ids whose keys and values are in the cache
-        self.num_cached = 0  # of those, how many came from the prefix cache at admission
         self.block_table: list[int] = []  # the cache blocks holding token_ids, in order
         self.block_hashes: list[int] = []  # content hashes of the full blocks, in order
-        self.preemptions = 0
         # Sampling state, made by the sampler on first use.
         self.sampling_ready = False
         self.generator: torch.Generator | None = None  # seeded requests only

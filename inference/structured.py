@@ -28,15 +28,13 @@ import llguidance.torch
 import torch
 
 from inference.errors import GenerationError, InvalidRequestError
-from inference.types import Grammar
+from inference.types import TOOL_CALL_PREFIX, Grammar  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
 END_OF_TURN = "<|im_end|>"
 TOOL_CALL_START = "<tool_call>"
 TOOL_CALL_END = "</tool_call>"
-# Forced tool calls: the prompt ends with this prefix, so the output starts inside the first call.
-TOOL_CALL_PREFIX = TOOL_CALL_START + "\n"
 
 JSON_OPTIONS: dict[str, Any] = {
     "whitespace_flexible": False,

@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import torch
+if TYPE_CHECKING:  # the wire models import these types; they need no torch
+    import torch
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
@@ -28,6 +29,11 @@ class LogitsProcessor(Protocol):
     """
 
     def __call__(self, output_ids: list[list[int]], logits: torch.Tensor) -> torch.Tensor: ...
+
+
+# A forced tool call's prompt ends with this (the request's `assistant_prefix`), so the output
+# starts inside the first call; the "tool_call" grammar starts there too.
+TOOL_CALL_PREFIX = "<tool_call>\n"
 
 
 @dataclass(frozen=True)

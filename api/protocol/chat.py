@@ -36,11 +36,7 @@ from api.protocol.messages import (
     ToolDefinition,
     engine_message,
 )
-from inference.types import GenerationRequest, Grammar, SamplingParams
-
-# Forced tool calls: the prompt ends with this, so the output starts inside the first call (the
-# engine's tool-call grammar starts there too).
-TOOL_CALL_PREFIX = "<tool_call>\n"
+from inference.types import TOOL_CALL_PREFIX, GenerationRequest, Grammar, SamplingParams
 
 
 def _is_none(value: Any) -> bool:

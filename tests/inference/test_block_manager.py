@@ -97,7 +97,7 @@ def test_shared_prefix_blocks_are_reference_counted():
     hits = bm.match_prefix(b)
     assert hits == a.block_table[:2]
     bm.admit(b, hits)
-    assert b.block_table == hits and b.num_computed == 8 == b.num_cached
+    assert b.block_table == hits and b.num_computed == 8 == bm.hit_tokens
     assert ref_counts(bm, hits) == [2, 2]
     assert bm.num_used == 3  # sharing took no new block
     bm.allocate(b, 3)
@@ -271,7 +271,7 @@ def test_prefix_caching_off_never_hits():
     bm.release(a)
     b = seq(tokens, "c")
     compute(bm, b)
-    assert b.num_cached == 0 and len(b.block_table) == 4
+    assert bm.hit_tokens == 0 and len(b.block_table) == 4
     stats = bm.stats()
     assert stats["prefix_caching"] is False
     assert stats["prefix_cache_hit_tokens"] == 0

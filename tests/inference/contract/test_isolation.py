@@ -17,12 +17,11 @@ import jsonschema
 import pytest
 
 from inference import GenerationRequest, SamplingParams
-from inference.types import Grammar
+from inference.types import TOOL_CALL_PREFIX, Grammar
 from tests.schemas import PERSON, TOOLS, WEATHER
 
 from .helpers import BiasTokens, chat, closing_token_ids
 
-TOOL_CALL_PREFIX = "<tool_call>\n"
 CALL_BLOCK = re.compile(r"^(?:<tool_call>\n)?(\{.*?\})\n</tool_call>$", re.S)
 LIMIT = 160  # room for every grammar to finish; they stop at the end of the JSON
 
