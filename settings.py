@@ -55,8 +55,30 @@ class Settings(EngineSettings):
     port: int = Field(SPACE_PORT, ge=0, le=65535, description="TCP port to listen on.")
     api_key: str | None = Field(
         None,
-        description="When set, `/api/v1` requires `Authorization: Bearer <key>` (health excepted); "
-        "the playground is not affected.",
+        description="When set, every route that reaches the engine requires it: `/api/v1` as "
+        "`Authorization: Bearer <key>` or `X-API-Key: <key>` (health and metrics excepted), the "
+        "playground through a login form.",
+    )
+    trust_request_chat_template: bool = Field(
+        False,
+        description="Accept `chat_template` (a Jinja template) in a request's "
+        "`chat_template_kwargs`; off by default, since a template is code the server runs.",
+    )
+    shutdown_timeout: float = Field(
+        30.0, ge=0.0,
+        description="Seconds that running requests may take to finish after SIGTERM; then open "
+        "streams end with a `server_shutting_down` error event. A second signal ends at once.",
+    )
+    metrics: bool = Field(
+        True, description="Serve Prometheus metrics at `/metrics`; `--no-metrics` turns it off."
+    )
+    cors_allow_origins: str = Field(
+        "",
+        description="Comma-separated origins allowed to call the API from a browser (CORS); "
+        "empty: none.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or as JSON objects (one per line)."
     )
     ui: bool = Field(
         True,
