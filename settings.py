@@ -59,11 +59,6 @@ class Settings(EngineSettings):
         "`Authorization: Bearer <key>` or `X-API-Key: <key>` (health and metrics excepted), the "
         "playground through a login form.",
     )
-    trust_request_chat_template: bool = Field(
-        False,
-        description="Accept `chat_template` (a Jinja template) in a request's "
-        "`chat_template_kwargs`; off by default, since a template is code the server runs.",
-    )
     shutdown_timeout: float = Field(
         30.0, ge=0.0,
         description="Seconds that running requests may take to finish after SIGTERM; then open "

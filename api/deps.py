@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import APIError
 
@@ -25,7 +25,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 DISCONNECT_POLL_S = 0.25
 
-_bearer = HTTPBearer(auto_error=False, description="The server's API key, when it has one.")
+_bearer = HTTPBearer(auto_error=False, description="The server's API key.")
+# For clients whose `Authorization` header is taken: a private Space's proxy reads it for the
+# Hugging Face token, so the server's key goes in its own header.
+_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                           description="The server's API key, when `Authorization` is taken.")
 
 
 def get_engine(request: Request) -> InferenceEngine:
@@ -38,16 +42,20 @@ EngineDep = Annotated["InferenceEngine", Depends(get_engine)]
 def require_api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    key_header: Annotated[str | None, Depends(_key_header)],
 ) -> None:
-    """401 unless `Authorization: Bearer <key>` carries the server's key (when it has one)."""
+    """401 unless `Authorization: Bearer <key>` or `X-API-Key: <key>` carries the server's key
+    (when it has one). Either may match: behind a private Space, `Authorization` holds the
+    Hugging Face token and `X-API-Key` this server's key."""
     expected: str | None = request.app.state.api_key
     if not expected:
         return
-    given = credentials.credentials if credentials else ""
+    given = [key for key in (credentials.credentials if credentials else "", key_header) if key]
     if not given:
         raise APIError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer "
-                       "<key>'.", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-    if not secrets.compare_digest(given.encode(), expected.encode()):
+                       "<key>' or 'X-API-Key: <key>'.", code="invalid_api_key",
+                       headers={"WWW-Authenticate": "Bearer"})
+    if not any(secrets.compare_digest(key.encode(), expected.encode()) for key in given):
         raise APIError(401, "Incorrect API key provided.", code="invalid_api_key",
                        headers={"WWW-Authenticate": "Bearer"})
 
@@ -77,3 +85,11 @@ async def unless_disconnected(
         if not task.done():
             on_disconnect()
             task.cancel()
+            task.add_done_callback(_discard)  # nobody awaits it any more
+
+
+def _discard(future: asyncio.Future) -> None:
+    """Retrieve an abandoned future's outcome. A cancelled `gather` keeps a CancelledError as its
+    exception, which asyncio would log as "exception was never retrieved", with a traceback."""
+    if not future.cancelled():
+        future.exception()

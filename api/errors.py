@@ -2,13 +2,17 @@
 HTTP status and OpenAI's body `{"error": {"message", "type", "param", "code"}}`.
 
 - 400 `invalid_request_error` for invalid requests, malformed JSON included (FastAPI's 422 becomes
-  400), with `param` naming the offending parameter (`messages[0].content`, `temperature`, ...).
+  400), with `param` naming the offending parameter (`messages[0].content`, `temperature`, ...);
+  a value of the wrong type (`"stream": "yes"`: types are strict) is `invalid_type`, worded as
+  OpenAI words it.
 - 401 for a missing or wrong API key, 404 for unknown routes and models.
 - 413 `context_length_exceeded` when the prompt does not fit the context window, and
   `request_too_large` for a body over the size cap (`api.body_limit`).
 - 500 `server_error` when generation fails; only that request fails.
-- 503 with `Retry-After` while the model loads, after it failed to load, when saturated, and when
-  the server cancelled a generation itself (`cancelled`: it is shutting down).
+- 503 with `Retry-After` while the model loads, after it failed to load (`model_not_loaded`), when
+  saturated (`server_overloaded`, with the scheduler's estimate of the wait), and while the server
+  shuts down (`server_shutting_down`): a new request is refused at once, and a generation still
+  running when the drain ends is cancelled by the server.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from inference.errors import (
     ContextLengthError,
     EngineError,
     EngineOverloadedError,
+    EngineStoppingError,
     GenerationError,
     InvalidRequestError,
     ModelNotLoadedError,
@@ -37,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 LOADING_RETRY_AFTER_S = 5
 FAILED_RETRY_AFTER_S = 30
+SHUTDOWN_RETRY_AFTER_S = 5  # long enough for a restarted server or another replica to take over
 
 
 class APIError(Exception):
@@ -75,6 +81,9 @@ def from_engine_error(exc: Exception, prompt_param: str | None = None) -> APIErr
     if isinstance(exc, EngineOverloadedError):
         return APIError(503, str(exc), type="server_error", code="server_overloaded",
                         headers={"Retry-After": str(max(1, exc.retry_after))})
+    if isinstance(exc, EngineStoppingError):
+        return APIError(503, str(exc), type="server_error", code="server_shutting_down",
+                        headers={"Retry-After": str(SHUTDOWN_RETRY_AFTER_S)})
     if isinstance(exc, ModelNotLoadedError):
         retry = FAILED_RETRY_AFTER_S if exc.state == "error" else LOADING_RETRY_AFTER_S
         return APIError(503, str(exc), type="server_error", code="model_not_loaded",
@@ -105,13 +114,14 @@ def generation_failed(message: str | None) -> APIError:
 
 
 def generation_cancelled(message: str | None) -> APIError:
-    """A request whose stream the server ended with finish_reason "cancelled" (shutting down).
+    """A request whose stream the server ended with finish_reason "cancelled": only a shutdown
+    does that (its drain timed out, or a second signal came).
 
     A cancel the client caused never gets here: its disconnect ends the request first."""
-    reason = message or "the server cancelled it"
+    reason = message or "the server is shutting down"
     return APIError(503, f"The generation was cancelled before it finished: {reason}. Retry.",
-                    type="server_error", code="cancelled",
-                    headers={"Retry-After": str(LOADING_RETRY_AFTER_S)})
+                    type="server_error", code="server_shutting_down",
+                    headers={"Retry-After": str(SHUTDOWN_RETRY_AFTER_S)})
 
 
 def check_finished(finish_reason: str | None, message: str | None) -> None:
@@ -143,6 +153,23 @@ def validation_param(error: dict[str, Any], body: Any) -> str | None:
     return path or None
 
 
+# pydantic's type errors, with the JSON type each expects in OpenAI's words.
+EXPECTED_TYPES = {
+    "bool_type": "a boolean", "int_type": "an integer", "float_type": "a number",
+    "string_type": "a string", "list_type": "an array", "dict_type": "an object",
+    "model_type": "an object", "model_attributes_type": "an object",
+}
+
+
+def json_type(value: Any) -> str:
+    """The JSON type of a parsed body value, as OpenAI's type errors name it."""
+    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a decimal number"),
+                       (str, "a string"), (list, "an array"), (dict, "an object")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
 def validation_error(exc: RequestValidationError) -> APIError:
     errors = exc.errors()
     # Of a union's alternatives, the error that got deepest into the body says the most.
@@ -157,11 +184,15 @@ def validation_error(exc: RequestValidationError) -> APIError:
                         "'Content-Type: application/json'.", code="invalid_json")
     body = getattr(exc, "body", None)
     param = validation_param(first, body)
-    message = str(first.get("msg", "Invalid request"))
-    message = f"Invalid value for '{param}': {message}" if param else message
+    message, code = str(first.get("msg", "Invalid request")), "invalid_value"
+    if param and kind in EXPECTED_TYPES:
+        message, code = (f"Invalid type for '{param}': expected {EXPECTED_TYPES[kind]}, but got "
+                         f"{json_type(first.get('input'))} instead."), "invalid_type"
+    elif param:
+        message = f"Invalid value for '{param}': {message}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
-    return APIError(400, message, param=param, code="invalid_value")
+    return APIError(400, message, param=param, code=code)
 
 
 def install_error_handlers(app: FastAPI) -> None:

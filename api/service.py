@@ -45,7 +45,7 @@ async def get_model(model_id: str, request: Request, engine: EngineDep) -> Model
 @router.get("/model/info", response_model=ModelInfo, responses=ERROR_RESPONSES,
             summary="Model, quantization, memory, context window and counters")
 async def model_info(engine: EngineDep) -> ModelInfo:
-    if engine.state != "ready":
+    if engine.state not in ("ready", "stopping"):  # while draining, the model is still there
         reason = engine.error or "the model is still loading"
         raise APIError(500, f"No model is loaded: {reason}.", type="server_error",
                        code="model_not_loaded")
@@ -55,7 +55,7 @@ async def model_info(engine: EngineDep) -> ModelInfo:
 @health_router.get(
     "/health",
     response_model=HealthResponse,
-    responses={503: {"model": HealthResponse, "description": "Loading, or loading failed."}},
+    responses={503: {"model": HealthResponse, "description": "Loading, loading failed, or shutting down."}},
     summary="Liveness and readiness",
 )
 async def health(engine: EngineDep) -> JSONResponse:

@@ -3,6 +3,7 @@
 - Each event is `data: <json>\\n\\n`; the stream ends with `data: [DONE]`.
 - An error while streaming is sent as `data: {"error": {...}}` followed by `data: [DONE]`: the
   status line went out with the first byte, so the error travels in the body, as OpenAI does it.
+  A stream still open when the shutdown drain ends gets one with code `server_shutting_down`.
 - However the stream ends (finished, failed, or the client went away and uvicorn cancelled the
   response task), `on_close` runs: it cancels the engine requests, freeing the engine at once.
 """
@@ -53,7 +54,9 @@ async def guarded(
             yield event
     except Exception as exc:  # noqa: BLE001  (anything: the client gets an error event)
         error = from_engine_error(exc, prompt_param)
-        logger.warning("Stream failed: %s", error.detail.message)
+        # Cut by a shutdown is expected, not a failure.
+        level = logging.INFO if error.detail.code == "server_shutting_down" else logging.WARNING
+        logger.log(level, "Stream ended with an error: %s", error.detail.message)
         yield sse(error.body())
         yield DONE
     finally:

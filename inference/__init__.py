@@ -7,6 +7,7 @@ from .errors import (
     ContextLengthError,
     EngineError,
     EngineOverloadedError,
+    EngineStoppingError,
     GenerationError,
     InvalidRequestError,
     ModelLoadError,
@@ -29,7 +30,7 @@ from .types import (
 
 __all__ = [
     "BUILTIN_MODEL", "DEFAULT_MODEL", "ContextLengthError", "Engine", "EngineError",
-    "EngineOverloadedError", "EngineSettings", "GenerationChunk", "GenerationError",
+    "EngineOverloadedError", "EngineStoppingError", "EngineSettings", "GenerationChunk", "GenerationError",
     "GenerationRequest", "GenerationResult", "GenerationStream", "InferenceEngine",
     "InvalidRequestError", "LogitsProcessor",
     "ModelLoadError", "ModelNotLoadedError", "ModelUnavailableError", "QuantizationError",

@@ -73,6 +73,11 @@ class EngineSettings(BaseSettings):
         description="Drop the oldest non-system chat turns until the prompt fits the context "
         "window, instead of rejecting the request.",
     )
+    trust_request_chat_template: bool = Field(
+        False,
+        description="Accept `chat_template` (a Jinja template) in a request's "
+        "`chat_template_kwargs`; off by default, since a template is code the server runs.",
+    )
     max_active_requests: int = Field(
         128, ge=1, le=1024,
         description="Requests decoded together in one batch; the rest wait in the queue.",

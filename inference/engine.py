@@ -4,14 +4,19 @@
 come back before any streaming starts) and hands it to the scheduler's worker thread; the returned
 `RequestStream` yields `GenerationChunk`s as the worker produces them. `generate()` is that stream
 collected. The API and the UI consume exactly this; neither touches the model.
+
+Shutdown is bounded: `drain(timeout)` refuses new requests at once (`EngineStoppingError`), lets the
+running ones finish for `timeout` seconds, then ends the rest with finish_reason "cancelled";
+`shutdown()` stops the worker. States: loading, ready, error, stopping, stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,16 +29,19 @@ from .config import BUILTIN_MODEL, EngineSettings
 from .detokenizer import IncrementalDetokenizer
 from .errors import (
     ContextLengthError,
+    EngineStoppingError,
     InvalidRequestError,
     ModelLoadError,
     ModelNotLoadedError,
     ModelUnavailableError,
 )
 from .loader import LoadedModel, load_model
+from .prompt_bounds import encode_prompt
 from .runner import ModelRunner
 from .scheduler import Scheduler
 from .sequence import Sequence
 from .types import (
+    FinishedRequest,
     GenerationChunk,
     GenerationRequest,
     GenerationResult,
@@ -44,6 +52,8 @@ from .types import (
 )
 
 logger = logging.getLogger(__name__)
+
+DRAIN_POLL_S = 0.05
 
 
 @dataclass
@@ -75,7 +85,9 @@ class RequestStream:
     def cancel(self) -> None:
         if not self._seq.finished:
             self._seq.cancel()
-            self._engine._scheduler.wake()
+            scheduler = self._engine._scheduler
+            if scheduler is not None:  # None once the engine has shut down: nothing to wake
+                scheduler.wake()
 
     @property
     def finished(self) -> bool:
@@ -122,6 +134,8 @@ class Engine:
         self.fallback_reason: str | None = None
         self.started_at = time.time()
         self._scheduler: Scheduler | None = None
+        self._stopping = False  # drain() or shutdown() began: no request is admitted any more
+        self._listeners: list[Callable[[FinishedRequest], None]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -143,6 +157,9 @@ class Engine:
         self._scheduler = Scheduler(runner, blocks, self.settings.max_active_requests,
                                     self.settings.max_queued_requests)
         self._scheduler.start()
+        if self._stopping:  # the server began shutting down while the model loaded
+            self._scheduler.close()
+            return
         self.state = "ready"
         if self.is_builtin:
             logger.warning("Serving the %s", BUILTIN_WARNING)
@@ -161,7 +178,33 @@ class Engine:
             self.is_fallback, self.fallback_reason = True, str(exc)
             return load_model(self.settings.model_copy(update={"model": BUILTIN_MODEL}))
 
+    async def drain(self, timeout: float) -> None:
+        """Stop admitting requests (each new one gets `EngineStoppingError` at once) and give those
+        queued or running up to `timeout` seconds to finish; then end the rest with finish_reason
+        "cancelled", which the API sends as a `server_shutting_down` error. Cancelling the drain
+        (a second signal) ends the wait at once, the same way."""
+        self._stopping = True
+        if self.state in ("loading", "ready"):
+            self.state = "stopping"
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        scheduler.close()
+        deadline = time.monotonic() + timeout
+        try:
+            while not scheduler.idle and time.monotonic() < deadline:
+                await asyncio.sleep(DRAIN_POLL_S)
+        finally:
+            if not scheduler.idle:
+                logger.warning("Shutting down: ending %d request(s) that are still running or "
+                               "queued.", scheduler.active_count + scheduler.queue_depth)
+                scheduler.abort_all()
+
     async def shutdown(self) -> None:
+        """Stop the worker; a request still queued or running ends with finish_reason "cancelled"."""
+        self._stopping = True
+        if self.state in ("loading", "ready"):
+            self.state = "stopping"
         if self._scheduler is not None:
             await asyncio.to_thread(self._scheduler.stop)
             self._scheduler = None
@@ -207,7 +250,16 @@ class Engine:
     def active_count(self) -> int:
         return self._scheduler.active_count if self._scheduler else 0
 
+    def _admitting(self) -> None:
+        """Raise `EngineStoppingError` once the server is shutting down: new requests only."""
+        if self._stopping:
+            raise EngineStoppingError()
+
     def _require(self) -> LoadedModel:
+        """The loaded model, also while draining (running streams still detokenize)."""
+        if self.loaded is not None and self.state in ("ready", "stopping"):
+            return self.loaded
+        self._admitting()
         if self.state != "ready" or self.loaded is None:
             if self.state == "error":
                 raise ModelNotLoadedError(f"The model failed to load: {self.error}", "error")
@@ -218,7 +270,8 @@ class Engine:
     def render_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
                     chat_template_kwargs: dict[str, Any] | None = None,
                     assistant_prefix: str = "") -> str:
-        return render_chat(self.tokenizer, messages, tools, chat_template_kwargs, assistant_prefix)
+        return render_chat(self.tokenizer, messages, tools, chat_template_kwargs, assistant_prefix,
+                           self.settings.trust_request_chat_template)
 
     def _prompt(self, request: GenerationRequest) -> tuple[list[int], str | None]:
         """The prompt's token ids, and its text when it was rendered from chat messages."""
@@ -231,16 +284,18 @@ class Engine:
             if any(not isinstance(i, int) or not 0 <= i < len(tokenizer) for i in ids):
                 raise InvalidRequestError("prompt_token_ids holds an unknown token id", "prompt")
             return ids, None
+        # Tokenized only as far as the window: a prompt that cannot fit is refused part-way.
         if request.prompt is not None:
-            return tokenizer.encode(request.prompt, add_special_tokens=False), request.prompt
+            return encode_prompt(tokenizer, request.prompt, self.max_context), request.prompt
         kwargs = dict(tools=request.tools, chat_template_kwargs=request.chat_template_kwargs,
-                      assistant_prefix=request.assistant_prefix)
+                      assistant_prefix=request.assistant_prefix,
+                      trust_template=self.settings.trust_request_chat_template)
         if self.settings.trim_chat_history:
             request.messages, ids, text = trim_to_fit(tokenizer, request.messages,
-                                                      self.max_context - 1, **kwargs)
+                                                      self.max_context, **kwargs)
             return ids, text
         text = render_chat(tokenizer, request.messages, **kwargs)
-        return tokenizer.encode(text, add_special_tokens=False), text
+        return encode_prompt(tokenizer, text, self.max_context, "messages"), text
 
     def _prepare(self, request: GenerationRequest) -> Prepared:
         """Everything before enqueueing: defaults, template, tokens, the context check. Thread-safe."""
@@ -248,6 +303,12 @@ class Engine:
         params = request.sampling.resolved(loaded.defaults)
         if params.max_tokens is not None and params.max_tokens < 1:
             raise InvalidRequestError("max_tokens must be at least 1", "max_tokens")
+        # More than the whole window is an error (as in vLLM); within it, it is clipped below.
+        asked = request.sampling.max_tokens
+        if asked is not None and asked > self.max_context:
+            raise InvalidRequestError(
+                f"max_tokens is {asked}, more than this model's context window of "
+                f"{self.max_context} tokens (prompt and output together).", "max_tokens")
         prompt_ids, prompt_text = self._prompt(request)
         if not prompt_ids:
             raise InvalidRequestError("the prompt is empty", "prompt")
@@ -261,12 +322,19 @@ class Engine:
         return Prepared(request, params, prompt_ids, prompt_text, matcher)
 
     def _enqueue(self, prepared: Prepared) -> RequestStream:
+        self._admitting()
         loaded = self._require()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[GenerationChunk] = asyncio.Queue()
 
+        context = contextvars.copy_context()  # the submitter's: listeners run in it
+
         def emit(chunk: GenerationChunk) -> None:
             try:
+                if chunk.finish_reason is not None and self._listeners:
+                    record = FinishedRequest.from_chunk(chunk, seq.source, len(seq.prompt_ids))
+                    # Queued before the last chunk: listeners have run when the consumer sees it.
+                    loop.call_soon_threadsafe(self._notify, record, context=context)
                 loop.call_soon_threadsafe(queue.put_nowait, chunk)
             except RuntimeError:  # the consumer's event loop is closed: nobody is listening
                 seq.cancel()
@@ -281,17 +349,40 @@ class Engine:
 
     def submit(self, request: GenerationRequest) -> RequestStream:
         """Validate, tokenize and enqueue; raises typed errors before any chunk is produced."""
+        self._admitting()
         return self._enqueue(self._prepare(request))
 
     async def asubmit(self, request: GenerationRequest) -> RequestStream:
         """`submit`, with the template and tokenizer run on a worker thread, so that a huge prompt
         does not hold up the event loop (and every other stream on it)."""
+        self._admitting()
         return self._enqueue(await asyncio.to_thread(self._prepare, request))
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         return await (await self.asubmit(request)).collect()
 
     # -- reporting ----------------------------------------------------------------------------
+    def add_listener(self, listener: Callable[[FinishedRequest], None]) -> Callable[[], None]:
+        """Call `listener(FinishedRequest)` whenever a request ends, however it ends; returns a
+        function that removes it. It runs on the submitter's event loop, in the submitter's
+        contextvars context, before the request's last chunk reaches its consumer; it must be quick
+        and must not block. Adding the same listener twice registers it once."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
+
+    def _notify(self, record: FinishedRequest) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(record)
+            except Exception:  # a broken listener must not break the request or the others
+                logger.exception("A request listener failed")
+
     def info(self) -> dict[str, Any]:
         loaded = self._require()
         counters = self._scheduler.counters if self._scheduler else None
@@ -349,7 +440,11 @@ class Engine:
         return {k: stats[k] for k in keys}
 
     def health(self) -> dict[str, Any]:
-        status = {"ready": "ok", "loading": "loading"}.get(self.state, "error")
+        status = {"ready": "ok", "loading": "loading", "stopping": "stopping"}.get(self.state, "error")
+        error = self.error
+        if self._stopping and error is None:
+            error = "The server is shutting down." if self.state == "stopping" else \
+                "The server has shut down."
         return {
             "status": status,
             "model_loaded": self.state == "ready",
@@ -361,7 +456,7 @@ class Engine:
             "queue_depth": self.queue_depth,
             "active_requests": self.active_count,
             "kv_cache": self._kv_summary(),
-            "error": self.error,
+            "error": error,
         }
 
 

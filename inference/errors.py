@@ -31,8 +31,17 @@ class ModelNotLoadedError(EngineError):
         self.state = state
 
 
+class EngineStoppingError(EngineError):
+    """A request arrived while the server is shutting down (draining, or stopped): refused at once."""
+
+    def __init__(self, message: str = "The server is shutting down and accepts no new requests; "
+                 "retry later."):
+        super().__init__(message)
+
+
 class EngineOverloadedError(EngineError):
-    """The queue is full; the client should retry after `retry_after` seconds."""
+    """The queue is full; the client should retry after `retry_after` seconds (the scheduler's
+    estimate of the wait, from its queue depth and recent completion rate)."""
 
     def __init__(self, queued: int, limit: int, retry_after: int = 1):
         super().__init__(
@@ -44,17 +53,24 @@ class EngineOverloadedError(EngineError):
 
 
 class ContextLengthError(EngineError):
-    """The prompt leaves no room for a single output token in the context window."""
+    """The prompt leaves no room for a single output token in the context window.
 
-    def __init__(self, prompt_tokens: int, max_context: int, requested_tokens: int | None = None):
+    `prompt_tokens` is exact, or a lower bound when `at_least`: a prompt far over the window is
+    refused once enough of it is counted, without tokenizing the rest (`inference.prompt_bounds`).
+    """
+
+    def __init__(self, prompt_tokens: int, max_context: int, requested_tokens: int | None = None,
+                 *, at_least: bool = False):
+        count = f"at least {prompt_tokens}" if at_least else str(prompt_tokens)
         message = (
             f"This model's maximum context length is {max_context} tokens, but the prompt has "
-            f"{prompt_tokens} tokens, which leaves no room for any output token."
+            f"{count} tokens, which leaves no room for any output token."
         )
         super().__init__(message)
         self.prompt_tokens = prompt_tokens
         self.max_context = max_context
         self.requested_tokens = requested_tokens
+        self.at_least = at_least
 
 
 class InvalidRequestError(EngineError, ValueError):

@@ -8,10 +8,16 @@ the tests compare them, signatures included, against every implementation.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, runtime_checkable
 
-from .types import GenerationChunk, GenerationRequest, GenerationResult, SamplingDefaults
+from .types import (
+    FinishedRequest,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationResult,
+    SamplingDefaults,
+)
 
 
 @runtime_checkable
@@ -37,7 +43,7 @@ class GenerationStream(Protocol):
 class InferenceEngine(Protocol):
     """The model server: lifecycle, facts and requests."""
 
-    state: str  # "loading", "ready", "error" or "stopped"
+    state: str  # "loading", "ready", "error", "stopping" (draining) or "stopped"
     error: str | None
     started_at: float
     is_fallback: bool
@@ -56,6 +62,8 @@ class InferenceEngine(Protocol):
 
     async def start(self) -> None: ...
 
+    async def drain(self, timeout: float) -> None: ...
+
     async def shutdown(self) -> None: ...
 
     def submit(self, request: GenerationRequest) -> GenerationStream: ...
@@ -67,6 +75,8 @@ class InferenceEngine(Protocol):
     def info(self) -> dict[str, Any]: ...
 
     def health(self) -> dict[str, Any]: ...
+
+    def add_listener(self, listener: Callable[[FinishedRequest], None]) -> Callable[[], None]: ...
 
 
 __all__ = ["GenerationStream", "InferenceEngine"]

@@ -11,11 +11,16 @@ are preempted: their blocks are freed and they wait at the front of the queue to
 Cancellation is a flag read at each iteration: a cancelled request leaves within one step and its
 blocks are freed. A failure in one request's sampling ends that request alone; a failed forward pass
 ends the requests of that step and the server keeps serving.
+
+A full queue is refused with a `Retry-After` estimate: the queue's depth over the rate at which
+requests have recently finished. At shutdown the scheduler is first closed (new requests refused,
+running ones go on), then whatever is left is aborted between two steps.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -24,11 +29,46 @@ from dataclasses import dataclass
 import torch
 
 from .block_manager import BlockManager
-from .errors import EngineOverloadedError
+from .errors import EngineOverloadedError, EngineStoppingError
 from .runner import ModelRunner
 from .sequence import Sequence
 
 logger = logging.getLogger(__name__)
+
+RATE_WINDOW_S = 60.0  # how far back finished requests count towards the completion rate
+MIN_RETRY_AFTER_S, MAX_RETRY_AFTER_S = 1, 60
+SHUTDOWN_REASON = "the server is shutting down"
+
+
+class CompletionRate:
+    """Requests finished per second over the last `window` seconds (or since `start`, if later):
+    how fast the queue moves. Times are `time.monotonic()` seconds; not thread-safe."""
+
+    def __init__(self, window: float = RATE_WINDOW_S, start: float | None = None):
+        self.window = window
+        self.start = time.monotonic() if start is None else start
+        self._times: deque[float] = deque()
+
+    def record(self, now: float) -> None:
+        self._times.append(now)
+        self._trim(now)
+
+    def per_second(self, now: float) -> float:
+        self._trim(now)
+        span = min(self.window, now - self.start)
+        return len(self._times) / span if span > 0 else 0.0
+
+    def _trim(self, now: float) -> None:
+        while self._times and self._times[0] <= now - self.window:
+            self._times.popleft()
+
+
+def retry_after(queue_depth: int, rate: float) -> int:
+    """Seconds a refused client should wait: the time the queue ahead of it takes to drain at the
+    recent completion rate, clamped to [1, 60]; 60 when nothing finished lately."""
+    if rate <= 0:
+        return MAX_RETRY_AFTER_S
+    return min(MAX_RETRY_AFTER_S, max(MIN_RETRY_AFTER_S, math.ceil(queue_depth / rate)))
 
 
 @dataclass
@@ -58,8 +98,11 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # oldest first
         self.counters = Counters()
+        self.finished_rate = CompletionRate()
         self._wake = threading.Condition()
         self._stopping = False
+        self._closed = False  # no new requests: the server is shutting down
+        self._abort_reason: str | None = None  # set: end every request at the next pass
         self._thread = threading.Thread(target=self._loop, name="nf4serve-scheduler", daemon=True)
 
     def start(self) -> None:
@@ -67,9 +110,26 @@ class Scheduler:
 
     def stop(self, timeout: float = 10.0) -> None:
         with self._wake:
-            self._stopping = True
+            self._stopping = self._closed = True
             self._wake.notify_all()
         self._thread.join(timeout)
+
+    def close(self) -> None:
+        """Refuse new requests from now on (`EngineStoppingError`); queued and running ones go on."""
+        with self._wake:
+            self._closed = True
+
+    def abort_all(self, reason: str = SHUTDOWN_REASON) -> None:
+        """End every queued and running request as "cancelled" with `reason`. The worker does it
+        between two steps, so no token is emitted after a request's final chunk."""
+        with self._wake:
+            self._abort_reason = reason
+            self._wake.notify_all()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing running: every admitted request has had its final chunk."""
+        return not self.waiting and self.active_count == 0
 
     @property
     def queue_depth(self) -> int:
@@ -79,12 +139,19 @@ class Scheduler:
     def active_count(self) -> int:
         return sum(1 for s in list(self.running) if not s.finished)
 
+    def retry_after_s(self) -> int:
+        """Seconds until the current queue has likely moved on (`retry_after()`)."""
+        with self._wake:
+            return retry_after(len(self.waiting), self.finished_rate.per_second(time.monotonic()))
+
     def add(self, seq: Sequence) -> None:
         with self._wake:
+            if self._closed:
+                raise EngineStoppingError()
             # A finished request may sit in `running` until the worker's next pass: not counted.
             free_slots = max(0, self.max_active - self.active_count)
             if len(self.waiting) >= self.max_queued + free_slots:
-                raise EngineOverloadedError(len(self.waiting), self.max_queued)
+                raise EngineOverloadedError(len(self.waiting), self.max_queued, self.retry_after_s())
             self.waiting.append(seq)
             self.counters.requests += 1
             self._wake.notify_all()
@@ -98,17 +165,21 @@ class Scheduler:
         with torch.inference_mode():
             while True:
                 with self._wake:
-                    while not self._stopping and not self.waiting and not self.running:
+                    while (not self._stopping and not self.waiting and not self.running
+                           and self._abort_reason is None):
                         self._wake.wait()
                     if self._stopping:
                         break
+                    if self._abort_reason is not None:
+                        self._abort_now(self._abort_reason)
+                        continue
                     scheduled = self.schedule()
                 if scheduled:
                     self._run(scheduled)
         with self._wake:
             for seq in list(self.waiting) + self.running:
                 if not seq.finished:
-                    seq.abort("cancelled", "the server is shutting down")
+                    seq.abort("cancelled", SHUTDOWN_REASON)
                 self.blocks.release(seq)
             self.waiting.clear()
             self.running.clear()
@@ -144,35 +215,34 @@ class Scheduler:
 
     # -- deciding a step ----------------------------------------------------------------------
     def schedule(self) -> list[tuple[Sequence, int]]:
-        """The batch of this step: (sequence, tokens to compute). Called with the lock held."""
+        """The batch of this step: (sequence, tokens to compute). Called with the lock held.
+
+        Decodes first (a token each), then newly admitted requests, then the next chunks of prompts
+        still prefilling: a long prompt takes the budget that is left, and never holds back a
+        running stream or a newcomer."""
         budget, scheduled, preempted = self.budget, [], False
         for seq in [s for s in self.waiting if s.cancelled]:
             self.waiting.remove(seq)
             self._end(seq, "cancelled")
-        for seq in list(self.running):
-            if seq not in self.running:
-                continue  # preempted for an older sequence in this pass
-            if seq.cancelled:
-                self._end(seq, "cancelled")
-                continue
+        for seq in [s for s in self.running if s.cancelled]:
+            self._end(seq, "cancelled")
+        decoding = [s for s in self.running if len(s.token_ids) - s.num_computed == 1]
+        prefilling = [s for s in self.running if len(s.token_ids) - s.num_computed > 1]
+        for seq in decoding:
             if budget == 0:
                 break
-            n = min(len(seq.token_ids) - seq.num_computed, budget)
-            need = self.blocks.blocks_needed(seq, n)
-            while not self.blocks.can_allocate(need) and self.running[-1] is not seq:
-                self._preempt(self.running[-1])
+            if seq not in self.running:
+                continue  # preempted for an older sequence in this pass
+            while not self.blocks.can_allocate(self.blocks.blocks_needed(seq, 1)) \
+                    and self.running[-1] is not seq:
+                self._preempt(self.running[-1])  # the newest: not scheduled yet
                 preempted = True
-            if not self.blocks.can_allocate(need):
-                if len(self.running) == 1:
-                    self._end(seq, "error", "the request does not fit in the KV cache "
-                              f"({self.blocks.num_blocks * self.blocks.block_size} tokens)")
-                else:
-                    self._preempt(seq)
-                    preempted = True
-                continue
-            self.blocks.allocate(seq, n)
-            scheduled.append((seq, n))
-            budget -= n
+            if self._fits(seq, 1, scheduled):
+                scheduled.append((seq, 1))
+                budget -= 1
+            elif seq in self.running:
+                self._preempt(seq)
+                preempted = True
         while self.waiting and not preempted and budget > 0 and len(self.running) < self.max_active:
             seq = self.waiting[0]
             if seq.cancelled:
@@ -194,7 +264,30 @@ class Scheduler:
             self.running.append(seq)
             scheduled.append((seq, n))
             budget -= n
+        for seq in prefilling:
+            if budget == 0:
+                break
+            if seq not in self.running:
+                continue
+            bs = self.blocks.block_size
+            room = (len(seq.block_table) + self.blocks.num_free) * bs - seq.num_computed
+            n = min(len(seq.token_ids) - seq.num_computed, budget, room)
+            if self._fits(seq, n, scheduled):
+                scheduled.append((seq, n))
+                budget -= n
         return scheduled
+
+    def _fits(self, seq: Sequence, n: int, scheduled: list) -> bool:
+        """Allocate blocks for `n` more tokens of `seq` if the pool has them. A sequence that
+        cannot get one block although nothing else runs can never fit: it ends with an error."""
+        need = self.blocks.blocks_needed(seq, n)
+        if self.blocks.can_allocate(need) and n > 0:
+            self.blocks.allocate(seq, n)
+            return True
+        if len(self.running) == 1 and not scheduled:
+            self._end(seq, "error", "the request does not fit in the KV cache "
+                      f"({self.blocks.num_blocks * self.blocks.block_size} tokens)")
+        return False
 
     def _preempt(self, seq: Sequence) -> None:
         """Free a running sequence's blocks; it waits at the front and is recomputed later."""
@@ -204,6 +297,13 @@ class Scheduler:
         self.waiting.appendleft(seq)
         logger.debug("preempted %s (%d tokens to recompute)", seq.request_id, len(seq.token_ids))
 
+    def _abort_now(self, reason: str) -> None:
+        """End every queued and running request (`abort_all`). Called with the lock held."""
+        for seq in list(self.waiting) + list(self.running):
+            self._end(seq, "cancelled", reason)
+        self.waiting.clear()
+        self._abort_reason = None
+
     def _end(self, seq: Sequence, reason: str | None = None, error: str | None = None) -> None:
         """Take a sequence out (finished, or ended now with `reason`), free its blocks, count it."""
         with self._wake:
@@ -212,6 +312,7 @@ class Scheduler:
             if seq in self.running:
                 self.running.remove(seq)
             self.blocks.release(seq)
+            self.finished_rate.record(time.monotonic())
         self._account(seq)
 
     def _account(self, seq: Sequence) -> None:

@@ -12,6 +12,10 @@ weak (or random) model loop on spaces forever; fixed separators keep every token
 
 The llguidance tokenizer takes about two seconds to build, so it is built once per HF tokenizer and
 cached. Nothing here knows about HTTP: errors are `InvalidRequestError`s naming the parameter.
+A grammar that matches nothing at all (a schema that only refers to itself, `{"$ref": "#"}` or a
+`$defs` cycle, which llguidance compiles without complaint) is refused when it is compiled, as is a
+schema nested too deeply to hash or compile; a grammar error during generation is reported by its
+first line, llguidance's state dump going to the log only.
 """
 
 from __future__ import annotations
@@ -80,7 +84,8 @@ class GrammarMatcher:
         self.vocab_size = tokenizer.vocab_size  # the tokenizer's ids; the model may pad past them
         self.matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
         if self.matcher.is_error():
-            raise InvalidRequestError(f"Invalid {name}: {self.matcher.get_error()}")
+            raise InvalidRequestError(f"Invalid {name}: {first_line(self.matcher.get_error())}",
+                                      param=name)
 
     def consume(self, token_ids: list[int]) -> None:
         if token_ids:
@@ -89,7 +94,14 @@ class GrammarMatcher:
 
     def check(self) -> None:
         if self.matcher.is_error():
-            raise GenerationError(f"{self.name}: {self.matcher.get_error()}")
+            error = self.matcher.get_error()
+            logger.debug("%s failed: %s", self.name, error)
+            raise GenerationError(f"{self.name}: {first_line(error)}")
+
+
+def first_line(error: str) -> str:
+    """llguidance's errors go on with a dump of the parser state and the grammar: not for clients."""
+    return error.strip().splitlines()[0] if error.strip() else "grammar error"
 
 
 _executor: llguidance.LLExecutor | None = None
@@ -130,8 +142,29 @@ def apply_bitmasks(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
 def _check(tokenizer: llguidance.LLTokenizer, grammar: str, param: str) -> str:
     error = llguidance.LLMatcher.validate_grammar(grammar, tokenizer)
     if error and not error.startswith("WARNING"):
-        raise InvalidRequestError(f"Unsupported schema in `{param}`: {error}", param=param)
+        raise InvalidRequestError(f"Unsupported schema in `{param}`: {first_line(error)}",
+                                  param=param)
+    _check_matches_something(tokenizer, grammar, param)
     return grammar
+
+
+def _check_matches_something(tokenizer: llguidance.LLTokenizer, grammar: str, param: str) -> None:
+    """Refuse a grammar whose language is empty: not complete at the start, and allowing no token
+    but the end of turn. A schema that only refers to itself (`{"$ref": "#"}`, a `$defs` cycle) is
+    such a grammar; served, it would end every answer empty, or fail it."""
+    matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+    if matcher.is_error():
+        raise InvalidRequestError(
+            f"Unsupported schema in `{param}`: {first_line(matcher.get_error())}", param=param)
+    if matcher.is_accepting():
+        return
+    allowed = int.from_bytes(matcher.compute_bitmask(), "little")
+    for eos in tokenizer.eos_tokens:
+        allowed &= ~(1 << eos)
+    if not allowed:
+        raise InvalidRequestError(
+            f"The schema in `{param}` allows no value at all: it refers to itself with nothing in "
+            "between (such as {\"$ref\": \"#\"} or a cycle of `$defs`).", param=param)
 
 
 def json_schema_grammar(schema: dict[str, Any], *, lenient: bool = False) -> str:
@@ -212,6 +245,15 @@ def compile_grammar(tokenizer: Any, grammar: Grammar) -> str:
     """The llguidance grammar of a `Grammar`, validated for this tokenizer; cached, since the same
     schema or tools come back request after request. Raises `InvalidRequestError` naming the
     request parameter at fault."""
+    try:
+        return _compile_grammar(tokenizer, grammar)
+    except RecursionError as exc:  # hashing or serializing a schema nested ~1000 deep
+        param = "tools" if grammar.kind == "tool_call" else "response_format"
+        raise InvalidRequestError(f"The schema in `{param}` is nested too deeply.",
+                                  param=param) from exc
+
+
+def _compile_grammar(tokenizer: Any, grammar: Grammar) -> str:
     llt = llg_tokenizer(tokenizer)
     key = (id(llt), grammar)
     with _cache_lock:

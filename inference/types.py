@@ -181,6 +181,40 @@ class GenerationChunk:
     error: str | None = None  # set when finish_reason == "error"
 
 
+@dataclass(frozen=True)
+class FinishedRequest:
+    """What the engine tells its listeners (`Engine.add_listener`) when a request ends: its outcome,
+    sizes and timings in seconds. Built from the request's last chunk."""
+
+    request_id: str
+    source: str  # "api" or "ui"
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int  # a stop token included, as in `Usage`
+    queue_s: float  # submitted to admitted into the running batch
+    time_to_first_token_s: float | None  # None: no token was generated
+    total_s: float
+    inter_token_s: float | None  # mean gap between output tokens after the first; None under two
+    error: str | None = None
+
+    @classmethod
+    def from_chunk(cls, chunk: GenerationChunk, source: str, prompt_tokens: int) -> FinishedRequest:
+        usage, timings = chunk.usage or Usage(prompt_tokens, 0), chunk.timings or Timings()
+        assert chunk.finish_reason is not None
+        return cls(
+            request_id=chunk.request_id,
+            source=source,
+            finish_reason=chunk.finish_reason,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            queue_s=timings.queue,
+            time_to_first_token_s=timings.time_to_first_token if usage.completion_tokens else None,
+            total_s=timings.total,
+            inter_token_s=1.0 / timings.tokens_per_second if timings.tokens_per_second > 0 else None,
+            error=chunk.error,
+        )
+
+
 @dataclass
 class GenerationResult:
     """A whole request's output: its stream collected."""

@@ -138,8 +138,9 @@ def format_stats(
 def error_text(exc: BaseException) -> str:
     """A readable sentence for an error, never a traceback."""
     if isinstance(exc, ContextLengthError):
+        count = f"at least {exc.prompt_tokens}" if exc.at_least else str(exc.prompt_tokens)
         return (
-            f"The conversation is too long for this model: the prompt has {exc.prompt_tokens} "
+            f"The conversation is too long for this model: the prompt has {count} "
             f"tokens and the context window is {exc.max_context}. Clear the chat or shorten "
             "the system prompt."
         )

@@ -70,8 +70,9 @@ print()
 
 def api_intro(url: str, api_key: bool) -> str:
     auth = (
-        "Every endpoint but `/health` needs `Authorization: Bearer <key>` "
-        "(the key this server was started with)."
+        "Every endpoint but `/health` needs the key this server was started with, as "
+        "`Authorization: Bearer <key>` or `X-API-Key: <key>` (behind a private Space, where "
+        "`Authorization` carries your Hugging Face token)."
         if api_key
         else "No API key is needed on this server."
     )

@@ -18,14 +18,19 @@ from inference.types import Timings, Usage
 
 
 class RequestModel(BaseModel):
-    """Base of every request body: fields this server does not know are ignored, not rejected."""
+    """Base of every request body: fields this server does not know are ignored, not rejected.
 
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+    Types are strict, as OpenAI's are: `"stream": "yes"`, `"max_tokens": "4"` or `4.5`, `"n": "2"`
+    are errors, not coerced. A number field takes an integer too (`"temperature": 1`).
+    """
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=(), strict=True)
 
 
 MaxTokens = Annotated[
     int | None,
-    Field(ge=1, description="Most tokens to generate; default 2048, clipped to the context window."),
+    Field(ge=1, description="Most tokens to generate; default 2048, clipped to the room the "
+          "prompt leaves in the context window. More than the whole window is an error."),
 ]
 Temperature = Annotated[
     float | None,

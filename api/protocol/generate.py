@@ -123,7 +123,7 @@ class ModelInfo(BaseModel):
 class HealthResponse(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
-    status: Literal["ok", "loading", "error"]
+    status: Literal["ok", "loading", "stopping", "error"]
     model_loaded: bool
     model: str
     uptime_s: float

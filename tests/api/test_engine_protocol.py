@@ -117,6 +117,8 @@ class Drifted:
 
     async def start(self): ...
 
+    async def drain(self, timeout): ...
+
     def shutdown(self): ...  # not async
 
     def submit(self, request): ...
@@ -128,6 +130,8 @@ class Drifted:
     def info(self): ...
 
     health = "ok"  # data where a method belongs
+
+    def add_listener(self, listener): ...
 
 
 def test_protocol_problems_names_each_drift():

@@ -8,6 +8,7 @@ from api.errors import APIError, from_engine_error, validation_param
 from inference.errors import (
     ContextLengthError,
     EngineOverloadedError,
+    EngineStoppingError,
     GenerationError,
     InvalidRequestError,
     ModelNotLoadedError,
@@ -21,6 +22,7 @@ from inference.errors import (
         (InvalidRequestError("bad", param="tools"), 400, "invalid_request_error", None),
         (EngineOverloadedError(64, 64, retry_after=2), 503, "server_error", "server_overloaded"),
         (ModelNotLoadedError(), 503, "server_error", "model_not_loaded"),
+        (EngineStoppingError(), 503, "server_error", "server_shutting_down"),
         (GenerationError("boom"), 500, "server_error", "generation_failed"),
         (RuntimeError("secret internals"), 500, "server_error", None),
     ],
@@ -49,6 +51,12 @@ def test_retry_after_headers():
     assert from_engine_error(ModelNotLoadedError()).headers["Retry-After"] == "5"
     failed = ModelNotLoadedError("failed", state="error")
     assert int(from_engine_error(failed).headers["Retry-After"]) > 5
+    assert int(from_engine_error(EngineStoppingError()).headers["Retry-After"]) >= 1
+
+
+def test_shutting_down_says_so_not_loading():
+    message = from_engine_error(EngineStoppingError()).detail.message
+    assert "shutting down" in message and "loading" not in message
 
 
 def test_unexpected_errors_do_not_leak_their_message():

@@ -77,6 +77,9 @@ class ScriptedEngine:
     async def start(self) -> None:
         self.state = "ready"
 
+    async def drain(self, timeout: float) -> None:
+        self.state = "stopping"
+
     async def shutdown(self) -> None:
         self.state = "stopped"
 
@@ -104,6 +107,9 @@ class ScriptedEngine:
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "model_loaded": True, "model": self.model_name, "uptime_s": 0.0,
                 "queue_depth": 0, "active_requests": 0, "error": None}
+
+    def add_listener(self, listener) -> Any:
+        return lambda: None  # scripted streams finish without the engine: nothing to report
 
 
 def failing_stream() -> list[GenerationChunk]:
@@ -265,10 +271,10 @@ async def test_a_generation_the_server_cancelled_is_503_not_a_stop(path):
         streamed = await client.post(path, json={**body, "stream": True})
     assert plain.status_code == 503 and int(plain.headers["retry-after"]) > 0
     error = plain.json()["error"]
-    assert error["type"] == "server_error" and error["code"] == "cancelled"
+    assert error["type"] == "server_error" and error["code"] == "server_shutting_down"
     assert "shutting down" in error["message"]
     events = read_events(streamed.text)
-    assert events[-1] == "[DONE]" and events[-2]["error"]["code"] == "cancelled"
+    assert events[-1] == "[DONE]" and events[-2]["error"]["code"] == "server_shutting_down"
     assert not any(e.get("finish_reason") or any(c.get("finish_reason") for c in e.get("choices", []))
                    for e in events[:-2])
 
@@ -285,7 +291,7 @@ async def test_shutting_down_mid_request_is_503(builtin_dir):
         await engine.shutdown()
         response = await asyncio.wait_for(request, 30)
     assert response.status_code == 503, response.text
-    assert response.json()["error"]["code"] == "cancelled"
+    assert response.json()["error"]["code"] == "server_shutting_down"
 
 
 async def test_a_call_parsed_whole_streams_its_header_before_its_arguments():

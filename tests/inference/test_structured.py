@@ -190,3 +190,31 @@ def test_unsupported_schema_is_an_invalid_request(builtin_tokenizer):
 def test_no_web_framework_is_imported():
     code = "import sys, inference.structured; assert 'fastapi' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+@pytest.mark.parametrize("schema", [
+    {"$ref": "#"},
+    {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"},
+    {"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"},
+    {"allOf": [{"$ref": "#"}]},
+])
+def test_a_schema_that_only_refers_to_itself_is_an_invalid_request(builtin_tokenizer, schema):
+    # llguidance compiles these; the matcher would allow nothing but <|im_end|>.
+    with pytest.raises(InvalidRequestError) as info:
+        structured.new_matcher(builtin_tokenizer, Grammar("json_schema", schema=schema))
+    assert info.value.param == "response_format.json_schema.schema"
+    assert "refers to itself" in str(info.value)
+
+
+def test_a_recursive_schema_that_can_end_is_compiled(builtin_tokenizer):
+    tree = {"type": "object", "properties": {"child": {"$ref": "#"}}}
+    matcher = structured.new_matcher(builtin_tokenizer, Grammar("json_schema", schema=tree))
+    matcher.consume(builtin_tokenizer.encode('{"child": {"child": {}}}'))
+    assert matcher.matcher.is_accepting()
+
+
+def test_a_grammar_error_is_reported_by_its_first_line(builtin_tokenizer):
+    matcher = structured.new_matcher(builtin_tokenizer, Grammar("json_object"))
+    with pytest.raises(GenerationError) as info:
+        matcher.consume(builtin_tokenizer.encode("nope"))
+    assert "\n" not in str(info.value) and "<state>" not in str(info.value)

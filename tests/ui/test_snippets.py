@@ -31,4 +31,5 @@ def test_snippets_with_an_api_key_read_it_from_the_environment():
     code = snippets.openai_python(url, "m", api_key=True)
     assert 'api_key=os.environ["NF4SERVE_API_KEY"]' in code and code.startswith("import os")
     compile(code, "snippet.py", "exec")
-    assert "Authorization" in snippets.api_intro(url, api_key=True)
+    intro = snippets.api_intro(url, api_key=True)
+    assert "Authorization: Bearer <key>" in intro and "X-API-Key: <key>" in intro

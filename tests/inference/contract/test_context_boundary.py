@@ -1,7 +1,7 @@
 """The context window, to the token, on an engine limited to 48 tokens: a prompt of window - 1
 tokens gets exactly one token, a prompt of the whole window is refused (`ContextLengthError`, which
-the API answers with 413), `max_tokens` beyond the room left is clipped to it, and no generation
-ever goes past the window. Prompts are token ids, so their length is exact."""
+the API answers with 413), `max_tokens` beyond the room left (up to the window) is clipped to it,
+and no generation ever goes past the window. Prompts are token ids, so their length is exact."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def no_stop(window_engine):
     return BanTokens(window_engine.info()["stop_token_ids"])
 
 
-@pytest.mark.parametrize("max_tokens", [None, 1, 5, 1000])
+@pytest.mark.parametrize("max_tokens", [None, 1, 5, WINDOW])  # more than WINDOW: a 400
 async def test_window_minus_one_prompt_gets_exactly_one_token(window_engine, prompt_ids,
                                                               max_tokens):
     stream = await window_engine.asubmit(ids_req(prompt_ids(WINDOW - 1), max_tokens,
@@ -64,7 +64,7 @@ async def test_window_minus_one_prompt_gets_exactly_one_token(window_engine, pro
 
 async def test_window_minus_one_without_a_stop_token_finishes_on_length(window_engine, prompt_ids,
                                                                         no_stop):
-    result = await window_engine.generate(ids_req(prompt_ids(WINDOW - 1), 100,
+    result = await window_engine.generate(ids_req(prompt_ids(WINDOW - 1), WINDOW,
                                                   logits_processors=[no_stop]))
     assert result.finish_reason == "length" and len(result.token_ids) == 1
 
@@ -121,7 +121,7 @@ async def test_the_api_answers_the_boundary_with_413(window_engine, builtin_toke
 
     async with asgi_client(create_api(window_engine)) as client:
         fits = await client.post("/generate", json={"prompt": prompt(WINDOW - 1),
-                                                    "max_tokens": 50})
+                                                    "max_tokens": WINDOW})
         assert fits.status_code == 200, fits.text
         assert fits.json()["usage"]["completion_tokens"] == 1
         full = await client.post("/generate", json={"prompt": prompt(WINDOW), "max_tokens": 1})

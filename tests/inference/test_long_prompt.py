@@ -1,0 +1,65 @@
+"""A long prompt does not stall everyone: it prefills in chunks beside the other requests, and
+cancelling it frees the engine within a chunk (the built-in model on the CPU)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from inference import GenerationRequest, SamplingParams
+
+from .test_engine import blocks_used
+
+LONG = 32_768
+
+
+def long_request(max_tokens: int = 4) -> GenerationRequest:
+    rng = random.Random(7)
+    ids = [rng.randrange(1000, 100_000) for _ in range(LONG)]
+    return GenerationRequest(prompt_token_ids=ids,
+                             sampling=SamplingParams(max_tokens=max_tokens, temperature=0))
+
+
+def short_request() -> GenerationRequest:
+    return GenerationRequest(messages=[{"role": "user", "content": "Hi"}],
+                             sampling=SamplingParams(max_tokens=2, temperature=0))
+
+
+async def first_chunk_after(stream) -> float:
+    start = time.perf_counter()
+    async for _ in stream:
+        return time.perf_counter() - start
+    raise AssertionError("no chunk")
+
+
+async def prefilling(engine, idle: int) -> None:
+    """Wait until the long prompt holds cache blocks: its prefill has started."""
+    for _ in range(500):
+        if engine.info()["kv_cache"]["blocks_used"] > idle:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the long prompt never started")
+
+
+async def test_a_short_request_is_served_while_a_32k_prompt_prefills(builtin_engine):
+    idle = builtin_engine.info()["kv_cache"]["blocks_used"]
+    long = await builtin_engine.asubmit(long_request())
+    await prefilling(builtin_engine, idle)
+    short = await builtin_engine.asubmit(short_request())
+    waited = await first_chunk_after(short)
+    result = await long.collect()  # the long one still completes
+    assert result.finish_reason == "length" and result.usage.prompt_tokens == LONG
+    assert waited < 3.0, f"the short request waited {waited:.1f} s behind the prefill"
+    await short.collect()
+
+
+async def test_cancelling_a_prefill_frees_the_engine(builtin_engine):
+    idle = builtin_engine.info()["kv_cache"]["blocks_used"]
+    long = await builtin_engine.asubmit(long_request())
+    await prefilling(builtin_engine, idle)
+    long.cancel()
+    start = time.perf_counter()
+    assert await blocks_used(builtin_engine, idle) == idle
+    assert time.perf_counter() - start < 2.0  # within a chunk or two, not the whole prompt
+    assert (await long.collect()).finish_reason == "cancelled"
