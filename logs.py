@@ -52,7 +52,8 @@ def configure_logging(level: str, log_format: str) -> dict[str, Any]:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # configured earlier: undo it
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
-        uvicorn_logger.propagate = True
+        uvicorn_logger.propagate, uvicorn_logger.disabled = True, False
+        uvicorn_logger.setLevel(logging.NOTSET)  # uvicorn's Config sets its own level after this
     logging.captureWarnings(True)  # Python's warnings too become records, so JSON lines
     _disable_progress_bars()
     return {"log_config": None}

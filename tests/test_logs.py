@@ -19,12 +19,13 @@ def restored_logging():
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     uvicorn = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access")]
-    saved = [(lg.handlers[:], lg.propagate) for lg in uvicorn]
+    saved = [(lg.handlers[:], lg.propagate, lg.disabled, lg.level) for lg in uvicorn]
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-    for lg, (lg_handlers, propagate) in zip(uvicorn, saved, strict=True):
-        lg.handlers[:], lg.propagate = lg_handlers, propagate
+    for lg, (lg_handlers, propagate, disabled, level) in zip(uvicorn, saved, strict=True):
+        lg.handlers[:], lg.propagate, lg.disabled = lg_handlers, propagate, disabled
+        lg.setLevel(level)
     logging.captureWarnings(False)
 
 
