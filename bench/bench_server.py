@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_decode import hf_generate, make_model  # noqa: E402
 
 
-def start_server(folder: Path, port: int) -> subprocess.Popen:
+def start_server(folder: Path, port: int, extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "app.py", "--model", str(folder), "--no-ui", "--no-fallback",
-         "--port", str(port), "--device-map", "cuda:0"],
+         "--port", str(port), "--device-map", "cuda:0", *extra_args],
         cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     import httpx

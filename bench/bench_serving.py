@@ -9,7 +9,10 @@ as NF4 through the project's loader. The baselines run first in this process, th
 - a 32,768-token prompt on the idle server (time to first token), then again while 16 streams run
   (their p99 inter-token latency during the prefill);
 - 8 requests sharing a 2,000-token system prompt, one after another (time to first token);
-- a 262,144-token window: a prompt of 262,000 tokens served.
+- time to first token of a 128-token prompt on the idle server (p50 of 10, one after another);
+- a 262,144-token window: a prompt of 262,000 tokens served (given up after --window-timeout).
+`--server-args` passes flags to the server (`--enforce-eager`, `--no-cuda-graphs`) to measure the
+other step implementations.
 
     python bench/bench_serving.py --out bench/results/serving-h200.json
 """
@@ -130,11 +133,25 @@ async def shared_prefix(client, tokenizer) -> dict:
             "first_over_rest_mean": round(ttfts[0] / statistics.mean(ttfts[1:]), 2)}
 
 
-async def full_window(client, tokenizer) -> dict:
+async def short_prompt_ttft(client, tokenizer) -> dict:
+    ttfts = []
+    for i in range(10):
+        text = text_of(tokenizer, 110, seed=100 + i)  # about 128 with the chat template
+        ttfts.append((await stream_chat(client, [{"role": "user", "content": text}], 4, i))["ttft"])
+    return {"prompt_tokens_about": 128, "ttft_p50_s": round(pct(ttfts, 0.5), 4),
+            "ttft_min_s": round(min(ttfts), 4), "ttft_max_s": round(max(ttfts), 4)}
+
+
+async def full_window(client, tokenizer, timeout: float) -> dict:
     text = text_of(tokenizer, 262_000, seed=4)
     start = time.perf_counter()
-    run = await stream_chat(client, [{"role": "user", "content": text}], 16, 0)
-    return {"prompt_tokens_about": 262_000, "completion_tokens": run["tokens"],
+    try:
+        run = await asyncio.wait_for(
+            stream_chat(client, [{"role": "user", "content": text}], 16, 0), timeout)
+    except TimeoutError:
+        return {"prompt_tokens_about": 262_000, "completed": False,
+                "gave_up_after_s": round(time.perf_counter() - start, 1)}
+    return {"prompt_tokens_about": 262_000, "completed": True, "completion_tokens": run["tokens"],
             "ttft_s": round(run["ttft"], 1) if run["ttft"] else None,
             "total_s": round(time.perf_counter() - start, 1)}
 
@@ -191,7 +208,10 @@ async def main() -> None:
     parser.add_argument("--folder", default="/tmp/qwen3-4b-shape")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--levels", default="1,8,32,64,128")
-    parser.add_argument("--skip", default="", help="comma-separated: baselines,long,prefix,window")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated: baselines,long,prefix,short,window")
+    parser.add_argument("--server-args", default="", help="extra flags for app.py")
+    parser.add_argument("--window-timeout", type=float, default=300.0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     skip = set(args.skip.split(","))
@@ -213,12 +233,15 @@ async def main() -> None:
         save("baselines", baselines(folder, args.tokens))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     started = time.perf_counter()
-    server = start_server(folder, PORT)
+    server = start_server(folder, PORT, tuple(args.server_args.split()))
     save("server_start_s", round(time.perf_counter() - started, 1))
+    save("server_args", args.server_args)
     try:
         async with httpx.AsyncClient(timeout=httpx.Timeout(900.0),
                                      limits=httpx.Limits(max_connections=256)) as client:
-            save("kv_cache", (await client.get(f"{URL}/model/info")).json()["kv_cache"])
+            info = (await client.get(f"{URL}/model/info")).json()
+            save("kv_cache", info["kv_cache"])
+            save("step", info.get("step"))
             await concurrency(client, 4, 16)  # warm-up
             save("concurrency", [await concurrency(client, int(n), args.tokens)
                                  for n in args.levels.split(",")])
@@ -226,8 +249,10 @@ async def main() -> None:
                 save("long_prompt", await long_prompt(client, tokenizer))
             if "prefix" not in skip:
                 save("shared_system_prompt", await shared_prefix(client, tokenizer))
+            if "short" not in skip:
+                save("short_prompt", await short_prompt_ttft(client, tokenizer))
             if "window" not in skip:
-                save("full_window", await full_window(client, tokenizer))
+                save("full_window", await full_window(client, tokenizer, args.window_timeout))
             info = (await client.get(f"{URL}/model/info")).json()
             save("kv_cache_after", info["kv_cache"])
             save("gpu_memory", info["memory"]["gpu"])

@@ -5,6 +5,8 @@ without HTTP, on the Qwen3-4B-shaped NF4 model (bench_decode.make_model).
 - a torch.profiler table of decode steps at batch 1 and 64 (self CPU and CUDA time per op);
 - a mixed step: 16 decodes beside a 2,048-token chunk of a prompt whose context reaches 32K;
 - a 262,000-token prompt prefilled chunk by chunk (the full window), with the peak memory.
+By default the step is the engine's: Triton kernels with CUDA graphs for decode steps;
+`--no-cuda-graphs` and `--enforce-eager` (plain PyTorch) measure the others.
 
     python bench/profile_step.py --out bench/results/profile-step-h200.json
 """
@@ -33,9 +35,9 @@ from inference.types import SamplingParams  # noqa: E402
 
 
 class Bench:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, **step_settings):
         settings = EngineSettings(model=str(folder), device_map="cuda:0", fallback=False,
-                                  kv_cache_tokens=300_000)
+                                  kv_cache_tokens=300_000, **step_settings)
         self.loaded = load_model(settings)
         self.runner = ModelRunner(self.loaded, settings, 262_144)
         self.blocks = BlockManager(self.runner.num_blocks, self.runner.block_size, False)
@@ -94,6 +96,8 @@ def main() -> None:
     parser.add_argument("--folder", default="/tmp/qwen3-4b-shape")
     parser.add_argument("--out", required=True)
     parser.add_argument("--window-seconds", type=float, default=240)
+    parser.add_argument("--enforce-eager", action="store_true", help="the plain PyTorch step")
+    parser.add_argument("--no-cuda-graphs", action="store_true")
     args = parser.parse_args()
     folder = Path(args.folder)
     make_model(folder)
@@ -105,7 +109,8 @@ def main() -> None:
         out.write_text(json.dumps(result, indent=2))
         print(key, json.dumps(value)[:3000], flush=True)  # noqa: T201 (a script's report)
 
-    bench = Bench(folder)
+    bench = Bench(folder, enforce_eager=args.enforce_eager, cuda_graphs=not args.no_cuda_graphs)
+    save("step", bench.runner.describe())
     with torch.inference_mode():
         seqs = [bench.seq(100, i) for i in range(128)]
         bench.prefill(seqs)

@@ -108,6 +108,16 @@ class EngineSettings(BaseSettings):
         description="Reuse the KV cache of a prompt prefix already computed (a shared system "
         "prompt, an earlier turn of a chat); `--no-prefix-caching` turns it off.",
     )
+    cuda_graphs: bool = Field(
+        True,
+        description="On CUDA, capture the decode step in CUDA graphs (one per batch-size bucket) "
+        "at start-up and replay them; `--no-cuda-graphs` runs every step eagerly.",
+    )
+    enforce_eager: bool = Field(
+        False,
+        description="Run the plain PyTorch step (bitsandbytes matmuls, SDPA attention) instead of "
+        "the Triton kernels and CUDA graphs; for debugging and comparison.",
+    )
     cache_dir: Path = Field(
         default_factory=_default_cache_dir,
         description="Folder for the built-in model and other generated files.",

@@ -419,6 +419,7 @@ class Engine:
                 "queue_depth": self.queue_depth,
             },
             "kv_cache": self.kv_cache(),
+            "step": self._scheduler.runner.describe() if self._scheduler is not None else None,
         }
 
     def kv_cache(self) -> dict[str, Any] | None:

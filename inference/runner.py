@@ -38,8 +38,10 @@ class ModelRunner:
         self.dtype = self.model.dtype
         if self.device.type == "cuda":
             # cuDNN's attention re-plans for every new key length: 1.6 ms of CPU per call in the
-            # profile (bench/results/profile-step-h200.json). The other fused kernels do not.
+            # profile (bench/results/profile-step-pytorch-h200.json). The other fused kernels do not.
             torch.backends.cuda.enable_cudnn_sdp(False)
+        self.fast_model = self._fast_model(settings)
+        self.fast_step = None
         self.block_size = settings.block_size
         self.max_batched_tokens = settings.max_num_batched_tokens or default_batched_tokens(self.device)
         self.max_seqs = settings.max_active_requests
@@ -47,7 +49,9 @@ class ModelRunner:
         self._token_text: dict[int, str] = {}
         self.sampler = Sampler(vocab_size, len(self.tokenizer), self.device, self.token_text)
         self.num_blocks = self._pool_blocks(settings, max_context, vocab_size)
-        shape = (self.num_blocks * self.block_size, self.model.num_kv_heads, self.model.head_dim)
+        # The fast step keeps one more block, owned by no sequence, for a CUDA graph's padding rows.
+        pool_blocks = self.num_blocks + (self.fast_model is not None)
+        shape = (pool_blocks * self.block_size, self.model.num_kv_heads, self.model.head_dim)
         self.kv_cache = [
             (torch.zeros(shape, dtype=self.dtype, device=self.device),
              torch.zeros(shape, dtype=self.dtype, device=self.device))
@@ -55,6 +59,81 @@ class ModelRunner:
         ]
         logger.info("KV cache: %d blocks of %d tokens (%d tokens, %.2f GiB)", self.num_blocks,
                     self.block_size, self.capacity_tokens, self.kv_cache_bytes / GIB)
+        self.graph_pool_bytes = 0
+        self.graph_buckets: list[int] = []
+        self.capture_seconds = 0.0
+        if self.fast_model is not None:
+            self._start_fast_step(settings.cuda_graphs, max_context)
+
+    # -- the step's implementation -------------------------------------------------------------
+    def _fast_model(self, settings: EngineSettings):
+        """The Triton forward when the device and the model allow it, else None (eager PyTorch)."""
+        from .kernels import unavailable_reason
+
+        reason = ("--enforce-eager" if settings.enforce_eager
+                  else unavailable_reason(self.device))
+        if reason is None:
+            from .fast_qwen3 import unsupported_reason
+
+            reason = unsupported_reason(self.model)
+        if reason is not None:
+            if self.device.type == "cuda":
+                logger.info("Plain PyTorch step (no Triton kernels or CUDA graphs): %s", reason)
+            return None
+        from .fast_qwen3 import FastQwen3
+
+        return FastQwen3(self.model)
+
+    def _start_fast_step(self, cuda_graphs: bool, max_context: int) -> None:
+        from .cuda_graphs import DecodeGraphs
+        from .fast_step import FastStep
+
+        graphs = None
+        if cuda_graphs:
+            before = torch.cuda.memory_allocated(self.device)
+            graphs = DecodeGraphs(self.fast_model, self.kv_cache, self.block_size, self.max_seqs,
+                                  -(-max_context // self.block_size), self.num_blocks, self.device)
+            graphs.capture()
+            self.graph_pool_bytes = torch.cuda.memory_allocated(self.device) - before
+            self.graph_buckets = sorted(graphs.graphs)
+            self.capture_seconds = graphs.capture_seconds
+        self.fast_step = FastStep(self.fast_model, self.kv_cache, self.block_size, self.device,
+                                  graphs)
+        self.fast_step.warm_up(self.num_blocks)
+
+    def describe(self) -> dict:
+        """How steps run and what they hold in memory (model info's `step`)."""
+        fast = self.fast_model is not None
+        return {
+            "kernels": "triton" if fast else "pytorch",
+            "cuda_graphs": bool(self.graph_buckets),
+            "graph_batch_sizes": self.graph_buckets,
+            "graph_capture_seconds": round(self.capture_seconds, 2),
+            "memory_bytes": {
+                "weights": self.weight_bytes,
+                "kv_cache": self.kv_cache_bytes,
+                "graph_pool": self.graph_pool_bytes,
+            },
+        }
+
+    @property
+    def weight_bytes(self) -> int:
+        """The loaded model's parameters and buffers, plus what the fast path adds."""
+        model = self.loaded.model
+        tensors = list(model.parameters()) + list(model.buffers())
+        seen, total = set(), 0
+        for t in tensors:
+            key = t.untyped_storage().data_ptr()
+            if key not in seen:
+                seen.add(key)
+                total += t.untyped_storage().nbytes()
+        for module in model.modules():  # bitsandbytes keeps the 4-bit scales off the parameters
+            state = getattr(getattr(module, "weight", None), "quant_state", None)
+            if state is not None:
+                total += state.absmax.numel() * state.absmax.element_size()
+                if state.nested:
+                    total += state.state2.absmax.numel() * state.state2.absmax.element_size()
+        return total + (self.fast_model.extra_bytes if self.fast_model is not None else 0)
 
     # -- sizing -------------------------------------------------------------------------------
     @property
@@ -83,8 +162,10 @@ class ModelRunner:
                 2 * config.hidden_size + 3 * config.intermediate_size
                 + (m.num_heads + 2 * m.num_kv_heads) * m.head_dim)
             logits = 4 * self.max_seqs * vocab_size * 4
-            # A chunk attending to the whole window: gathered and head-expanded keys and values.
-            long_context = 3 * max_context * m.num_heads * m.head_dim * self.dtype.itemsize
+            # A chunk attending to the whole window: gathered and head-expanded keys and values
+            # (the Triton attention reads the pool in place instead).
+            long_context = 0 if self.fast_model is not None else (
+                3 * max_context * m.num_heads * m.head_dim * self.dtype.itemsize)
             reserve = step + logits + long_context + GIB
             budget = total * settings.gpu_memory_utilization - (total - free) - reserve
             tokens = int(budget // self.bytes_per_token)
@@ -112,6 +193,18 @@ class ModelRunner:
     # -- one step -----------------------------------------------------------------------------
     def execute(self, scheduled: list[tuple[Sequence, int]]) -> tuple[list[Sequence], SampledBatch]:
         """Compute `n` more tokens of each (sequence, n); sample for those now complete."""
+        if self.fast_step is not None:
+            to_sample, logits = self.fast_step.run(scheduled)
+        else:
+            to_sample, logits = self._eager(scheduled)
+        if not to_sample:
+            return [], SampledBatch([], {}, {})
+        for seq in to_sample:
+            self.sampler.prepare(seq)
+        return to_sample, self.sampler(logits, to_sample)
+
+    def _eager(self, scheduled: list[tuple[Sequence, int]]) -> tuple[list[Sequence], torch.Tensor]:
+        """The plain PyTorch step: the loaded modules and SDPA over the paged cache."""
         input_ids, positions, slot_mapping, sample_index, to_sample = [], [], [], [], []
         decode_rows, decode_lengths, decode_tables, prefill = [], [], [], []
         bs = self.block_size
@@ -151,11 +244,8 @@ class ModelRunner:
         hidden = self.model.forward(torch.tensor(input_ids, device=device),
                                     torch.tensor(positions, device=device), meta, self.kv_cache)
         if not to_sample:
-            return [], SampledBatch([], {}, {})
-        for seq in to_sample:
-            self.sampler.prepare(seq)
-        logits = self.model.logits(hidden[torch.tensor(sample_index, device=device)])
-        return to_sample, self.sampler(logits, to_sample)
+            return [], hidden[:0]
+        return to_sample, self.model.logits(hidden[torch.tensor(sample_index, device=device)])
 
     def release_memory(self) -> None:
         if self.device.type == "cuda":

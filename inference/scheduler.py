@@ -95,6 +95,10 @@ class Scheduler:
         self.max_active = max_active
         self.max_queued = max_queued
         self.budget = runner.max_batched_tokens
+        # Beside running streams, a prompt chunk's attention (chunk × context) stays under what a
+        # full chunk at 4 × its length of context costs: at 2,048 tokens a step, 2,048 tokens of a
+        # prompt at 8K context, 512 at 32K, 64 at 256K, so the streams' next token is not held up.
+        self.chunk_cost = 4 * self.budget * self.budget
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # oldest first
         self.counters = Counters()
@@ -219,7 +223,8 @@ class Scheduler:
 
         Decodes first (a token each), then newly admitted requests, then the next chunks of prompts
         still prefilling: a long prompt takes the budget that is left, and never holds back a
-        running stream or a newcomer."""
+        running stream or a newcomer; beside running streams its chunks shrink as its context
+        grows (`chunk_cost`)."""
         budget, scheduled, preempted = self.budget, [], False
         for seq in [s for s in self.waiting if s.cancelled]:
             self.waiting.remove(seq)
@@ -272,6 +277,8 @@ class Scheduler:
             bs = self.blocks.block_size
             room = (len(seq.block_table) + self.blocks.num_free) * bs - seq.num_computed
             n = min(len(seq.token_ids) - seq.num_computed, budget, room)
+            if decoding:  # streams are waiting on this step: keep its attention work bounded
+                n = min(n, max(bs, self.chunk_cost // max(seq.num_computed, 1) // bs * bs))
             if self._fits(seq, n, scheduled):
                 scheduled.append((seq, n))
                 budget -= n

@@ -16,6 +16,18 @@ os.environ.setdefault("NF4SERVE_CACHE_DIR", str(ROOT / ".cache"))
 CACHE_DIR = Path(os.environ["NF4SERVE_CACHE_DIR"])
 
 
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if _on_gpu():
+    # An engine sizes its KV cache to 90% of the card by default, and a test session holds several
+    # engines at once: each takes the built-in model's full window instead (about 256 MB).
+    os.environ.setdefault("NF4SERVE_KV_CACHE_TOKENS", str(262_144))
+
+
 @pytest.fixture(scope="session")
 def builtin_dir() -> Path:
     from inference.builtin import ensure_builtin

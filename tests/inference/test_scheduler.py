@@ -79,3 +79,46 @@ async def test_an_overloaded_engine_answers_with_the_estimate(builtin_dir):
         await asyncio.gather(running.collect(), queued.collect())
     finally:
         await engine.shutdown()
+
+
+class _Budget:
+    """The one thing the scheduler reads from its runner: the step's token budget."""
+
+    max_batched_tokens = 64
+
+
+def test_a_prompt_beside_running_streams_gets_smaller_chunks_as_its_context_grows(
+        builtin_tokenizer):
+    from inference.block_manager import BlockManager
+    from inference.detokenizer import IncrementalDetokenizer
+    from inference.scheduler import Scheduler
+    from inference.sequence import Sequence
+
+    def sequence(name: str, length: int) -> Sequence:
+        return Sequence(name, list(range(100, 100 + length)), SamplingParams(max_tokens=10), set(),
+                        IncrementalDetokenizer(builtin_tokenizer), lambda chunk: None)
+
+    scheduler = Scheduler(_Budget(), BlockManager(512, 16, False), 8, 8)
+    assert scheduler.chunk_cost == 4 * 64 * 64
+
+    def step() -> dict[str, int]:
+        with scheduler._wake:
+            batch = scheduler.schedule()
+        for seq, n in batch:
+            seq.num_computed += n
+            if seq.num_computed == len(seq.token_ids):
+                seq.token_ids.append(7)  # its next token, sampled
+        return {seq.request_id: n for seq, n in batch}
+
+    stream, prompt = sequence("stream", 10), sequence("prompt", 3000)
+    scheduler.add(stream)
+    assert step() == {"stream": 10}
+    scheduler.add(prompt)
+    assert step() == {"stream": 1, "prompt": 63}  # admitted with the budget the stream left
+    while prompt.num_computed < 1200:
+        context = prompt.num_computed
+        chunk = step()["prompt"]
+        assert chunk == min(63, max(16, scheduler.chunk_cost // context // 16 * 16))
+    assert chunk == 16  # 16,384 / 1,200 rounds down to the smallest chunk, a block
+    scheduler.running.remove(stream)  # the stream ends: the prompt has the whole budget again
+    assert step() == {"prompt": 64}

@@ -1,0 +1,177 @@
+"""The 4-bit matrix product per shape and batch size: bitsandbytes against the Triton kernels.
+
+For each linear of Qwen3-4B-Instruct-2507 as the fast step runs it (Q, K and V fused; O; gate and
+up fused; down) and M = 1 … 128 rows, on NF4 weights with double quantization:
+- `bnb`: `bnb.matmul_4bit` on the separate modules (its GEMV at M = 1, dequantize + matmul above);
+- `triton`: `NF4Linear.matmul` with the engine's rule (`default_config`), and `alternatives`, other
+  tile sizes, to check the rule against;
+- `bf16`: the same product on a bf16 weight (cuBLAS), the speed of an unquantized model.
+Every kernel is first checked against x @ dequantized(W)ᵀ on fresh random inputs. Times come from a
+CUDA graph cycling through enough copies of the weights to exceed the L2 cache several times over,
+so each call reads its weight from memory as a real step does.
+
+    python bench/bench_nf4_matmul.py --out bench/results/nf4-matmul-h200.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from inference.kernels.nf4 import Config, NF4Linear, default_config  # noqa: E402
+
+HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, HEAD_DIM, LAYERS = 2560, 9728, 32, 8, 128, 36
+SHAPES = {  # name: output sizes of the modules fused into it, input size
+    "qkv": ((HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM), HIDDEN),
+    "o": ((HIDDEN,), HEADS * HEAD_DIM),
+    "gate_up": ((INTERMEDIATE, INTERMEDIATE), HIDDEN),
+    "down": ((HIDDEN,), INTERMEDIATE),
+}
+ROWS = (1, 2, 4, 8, 16, 32, 64, 128)
+L2_BYTES = 60 * 1024**2
+
+
+def make_modules(outs: tuple[int, ...], k: int) -> list:
+    import bitsandbytes as bnb
+
+    modules = []
+    for n in outs:
+        m = bnb.nn.Linear4bit(k, n, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4",
+                              compress_statistics=True)
+        m.weight = bnb.nn.Params4bit(torch.randn(n, k) * 0.02, requires_grad=False,
+                                     quant_type="nf4", compress_statistics=True)
+        modules.append(m.cuda())
+    return modules
+
+
+def dequantized(modules) -> torch.Tensor:
+    import bitsandbytes.functional as bf
+
+    return torch.cat([bf.dequantize_4bit(m.weight.data, m.weight.quant_state) for m in modules])
+
+
+def graph_time_us(calls, repeat: int = 5) -> float:
+    """Mean GPU time of one call of `calls` (a list of closures), from a CUDA graph of all."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for call in calls:
+            call()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in calls:
+            call()
+    graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeat):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1000 / repeat / len(calls)
+
+
+def alternatives(m: int, n: int, k: int) -> list[Config]:
+    options = []
+    if m <= 2:
+        for block_n in (4, 8, 16, 32):
+            for block_k in (128, 256, 512):
+                if n % block_n == 0 and k % block_k == 0:
+                    options.append(Config(block_n, block_k, 0, num_warps=4))
+    block_ms = (16,) if m <= 16 else (16, 32) if m <= 32 else (16, 32, 64)
+    for block_m in block_ms:
+        for block_n in (16, 32, 64, 128):
+            for block_k, warps in ((64, 4), (128, 4), (128, 8)):
+                if n % block_n == 0 and k % block_k == 0:
+                    options.append(Config(block_n, block_k, block_m, num_warps=warps, num_stages=3))
+    return options
+
+
+def measure(m: int, n: int, k: int, parts: int, sets, fused, weight, bf16_weights,
+            sweep: bool) -> dict:
+    import bitsandbytes as bnb
+
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    reference = x.float() @ weight.float().t()
+    scale = reference.abs().max().item()
+
+    def error(y: torch.Tensor) -> float:
+        return round((y.float() - reference).abs().max().item() / scale, 5)
+
+    def bnb_call(mod):
+        return bnb.matmul_4bit(x, mod.weight.t(), quant_state=mod.weight.quant_state)
+
+    row = {"m": m, "config": str(default_config(m, n, k, 64)),
+           "triton_rel_error": error(fused[0].matmul(x)),
+           "bnb_rel_error": error(torch.cat([bnb_call(mod) for mod in sets[0]], dim=1))}
+    row["triton_us"] = round(graph_time_us([lambda f=f: f.matmul(x) for f in fused]), 2)
+    row["bnb_us"] = round(graph_time_us(
+        [lambda mod=mod: bnb_call(mod) for s in sets for mod in s]) * parts, 2)
+    row["bf16_us"] = round(graph_time_us([lambda w=w: x @ w.t() for w in bf16_weights]), 2)
+    row["triton_GBps"] = round(n * k / 2 / row["triton_us"] / 1000, 1)
+    if sweep:
+        best = None
+        for config in alternatives(m, n, k):
+            try:
+                us = graph_time_us([lambda f=f, c=config: f.matmul(x, c) for f in fused], 3)
+            except Exception as exc:  # a tile that does not compile for this shape
+                row.setdefault("failed", []).append(f"{config}: {type(exc).__name__}")
+                continue
+            if best is None or us < best[0]:
+                best = (us, config)
+        if best:
+            row["best_alternative"] = {"config": str(best[1]), "us": round(best[0], 2)}
+    return row
+
+
+def bench_shape(name: str, outs: tuple[int, ...], k: int, sweep: bool) -> dict:
+    n = sum(outs)
+    copies = max(2, -(-4 * L2_BYTES // (n * k // 2)))
+    sets = [make_modules(outs, k) for _ in range(copies)]
+    fused = [NF4Linear.fused(s) if len(s) > 1 else NF4Linear(s[0]) for s in sets]
+    weights = [dequantized(s) for s in sets[:1]]
+    bf16_weights = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
+                    for _ in range(max(2, -(-4 * L2_BYTES // (n * k * 2))))]
+    rows = []
+    for m in ROWS:
+        row = measure(m, n, k, len(outs), sets, fused, weights[0], bf16_weights, sweep)
+        rows.append(row)
+        print(name, json.dumps(row), flush=True)  # noqa: T201 (a script's report)
+    return {"n": n, "k": k, "modules": list(outs), "weight_copies": copies, "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--no-sweep", action="store_true", help="only the engine's rule")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    result = {"card": torch.cuda.get_device_name(0), "torch": torch.__version__,
+              "bitsandbytes": __import__("bitsandbytes").__version__,
+              "triton": __import__("triton").__version__, "shapes": {}}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for name, (outs, k) in SHAPES.items():
+        result["shapes"][name] = bench_shape(name, outs, k, not args.no_sweep)
+        out.write_text(json.dumps(result, indent=2))
+    step = {}
+    for i, m in enumerate(ROWS):
+        shapes = result["shapes"].values()
+        step[m] = {key: round(LAYERS * sum(s["rows"][i][f"{key}_us"] for s in shapes) / 1000, 3)
+                   for key in ("triton", "bnb", "bf16")}
+    result["linears_per_decode_step_ms"] = step
+    print("per step (ms)", json.dumps(step), flush=True)  # noqa: T201
+    out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""The GPU step: turns the scheduler's batch into the Triton forward's inputs and runs it, replaying
+a CUDA graph when the step is decodes only and fits a captured bucket, eagerly otherwise.
+
+The step's tokens are laid out decode rows first, then prompt chunks. Everything the kernels read
+(token ids, positions, slots, the attention tiles and block tables) is packed on the host into one
+pinned int32 buffer and sent in one copy.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from .cuda_graphs import DecodeGraphs
+from .fast_qwen3 import FastQwen3
+from .kernels.paged_attention import AttentionTiles, decode_parts, tile_plan
+from .sequence import Sequence
+
+logger = logging.getLogger(__name__)
+
+PREFILL_TILE = 32  # query tokens per attention program in a prompt chunk (× the query group)
+
+
+def multiprocessors(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 1  # the Triton interpreter (CPU), used only to test the kernels
+
+
+class FastStep:
+    def __init__(self, fast: FastQwen3, kv_cache, block_size: int, device: torch.device,
+                 graphs: DecodeGraphs | None):
+        self.fast, self.kv_cache, self.block_size = fast, kv_cache, block_size
+        self.device, self.graphs = device, graphs
+        self.sms = multiprocessors(device)
+        self._host = self._device = torch.zeros(0, dtype=torch.int32)
+
+    def run(self, scheduled: list[tuple[Sequence, int]]) -> tuple[list[Sequence], torch.Tensor]:
+        """Compute `n` more tokens of each (sequence, n); logits of the sequences now complete."""
+        bs = self.block_size
+        ordered = [x for x in scheduled if x[1] == 1] + [x for x in scheduled if x[1] > 1]
+        ids, positions, slots, sample_rows, to_sample = [], [], [], [], []
+        q_len, context, tables = [], [], []
+        for seq, n in ordered:
+            start, table = seq.num_computed, seq.block_table
+            row = len(ids)
+            ids.extend(seq.token_ids[start:start + n])
+            positions.extend(range(start, start + n))
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
+            q_len.append(n)
+            context.append(start + n)
+            tables.append(table[: -(-(start + n) // bs)])
+            if start + n == len(seq.token_ids):
+                sample_rows.append(row + n - 1)
+                to_sample.append(seq)
+        decodes = sum(1 for _, n in ordered if n == 1)
+        graphs = self.graphs
+        if decodes == len(ordered) and graphs is not None and graphs.bucket(decodes) is not None:
+            logits = graphs.replay(ids, positions, slots, context, tables)
+            return to_sample, logits[sample_rows] if len(sample_rows) < decodes else logits
+        hidden = self._eager(ids, positions, slots, q_len, context, tables, decodes)
+        if not to_sample:
+            return [], hidden[:0]
+        return to_sample, self.fast.logits(hidden[torch.tensor(sample_rows, device=self.device)])
+
+    def _eager(self, ids, positions, slots, q_len, context, tables, decodes: int) -> torch.Tensor:
+        groups = [range(0, decodes), range(decodes, len(q_len))]
+        parts: list[np.ndarray] = [np.asarray(ids), np.asarray(positions), np.asarray(slots)]
+        specs = []
+        q_start = np.concatenate([[0], np.cumsum(q_len)[:-1]]).astype(np.int64)
+        for group, block_q in zip(groups, (1, PREFILL_TILE), strict=True):
+            if not len(group):
+                continue
+            lens = [q_len[i] for i in group]
+            tile_seq, tile_q0 = tile_plan(lens, block_q)
+            width = max(len(tables[i]) for i in group)
+            grid = np.zeros((len(group), width), dtype=np.int64)
+            for row, i in enumerate(group):
+                grid[row, :len(tables[i])] = tables[i]
+            fields = [tile_seq, tile_q0, q_start[group.start:group.stop], lens,
+                      [context[i] for i in group], grid.reshape(-1), [width]]
+            specs.append((len(parts), block_q, len(tile_seq), len(group)))
+            parts.extend(np.asarray(f) for f in fields)
+        views = self._send(parts)
+        launches = []
+        for first, block_q, num_tiles, rows in specs:
+            v = views[first:first + 7]
+            parts_per_row = decode_parts(rows, self.fast.kv_heads, self.sms) if block_q == 1 else 1
+            launches.append((AttentionTiles(v[0], v[1], v[2], v[3], v[4], v[5], v[6], block_q,
+                                            parts_per_row), num_tiles))
+        return self.fast.forward(views[0], views[1], views[2], launches, self.kv_cache,
+                                 self.block_size)
+
+    def _send(self, parts: list[np.ndarray]) -> list[torch.Tensor]:
+        """One host-to-device copy of all the int32 arrays; device views of each, in order."""
+        sizes = [p.size for p in parts]
+        # Each array starts 16 bytes in: Triton specialises kernels on pointer alignment, and an
+        # unaligned view would compile another variant of the kernel in the middle of serving.
+        starts = np.cumsum([0] + [-(-n // 4) * 4 for n in sizes])
+        total = int(starts[-1])
+        if total > self._host.numel():
+            size = max(1 << 16, 1 << (total - 1).bit_length())
+            self._host = torch.zeros(size, dtype=torch.int32, pin_memory=self.device.type == "cuda")
+            self._device = torch.zeros(size, dtype=torch.int32, device=self.device)
+        host = self._host.numpy()
+        for p, n, start in zip(parts, sizes, starts, strict=False):
+            host[start:start + n] = p.reshape(-1)
+        self._device[:total].copy_(self._host[:total], non_blocking=True)
+        return [self._device[start:start + n] for n, start in zip(sizes, starts, strict=False)]
+
+    def warm_up(self, scratch_block: int) -> None:
+        """Compile the prompt-chunk kernels now rather than on the first request: one chunk of a
+        block's worth of tokens written into the scratch block (owned by no sequence)."""
+        n = self.block_size
+        slots = list(range(scratch_block * n, scratch_block * n + n))
+        self._eager([0] * n, list(range(n)), slots, [n], [n], [[scratch_block]], 0)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

@@ -1,0 +1,200 @@
+"""The GPU step (Triton kernels, CUDA graphs) against references; skipped without CUDA.
+
+- the NF4 linears (bitsandbytes, single and fused) and the Triton NF4 kernels against
+  x @ dequantized(W)ᵀ, with and without double quantization, for row counts on both sides of every
+  kernel switch;
+- paged attention against SDPA over gathered keys, for decode rows split in parts and for prompt
+  chunks behind a cached prefix, on scattered blocks;
+- one decode step replayed from a CUDA graph against the same step run eagerly, for batch sizes
+  between the captured buckets (the graph pads them);
+- the Triton step against the plain PyTorch step (bitsandbytes, SDPA) on the built-in model.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from inference.kernels import unavailable_reason
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available() or unavailable_reason(torch.device("cuda")) is not None,
+    reason="needs a CUDA GPU with Triton")
+
+CUDA = torch.device("cuda")
+
+
+def nf4_module(n: int, k: int, nested: bool):
+    import bitsandbytes as bnb
+
+    m = bnb.nn.Linear4bit(k, n, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4",
+                          compress_statistics=nested)
+    m.weight = bnb.nn.Params4bit(torch.randn(n, k) * 0.05, requires_grad=False, quant_type="nf4",
+                                 compress_statistics=nested)
+    return m.to(CUDA)
+
+
+def dequantized(modules) -> torch.Tensor:
+    import bitsandbytes.functional as bf
+
+    return torch.cat([bf.dequantize_4bit(m.weight.data, m.weight.quant_state).float()
+                      for m in modules])
+
+
+@pytest.mark.parametrize("nested", [True, False])
+@pytest.mark.parametrize("rows", [1, 2, 3, 8, 17, 64, 600])
+def test_nf4_products_match_the_dequantized_weight(rows, nested):
+    from inference.kernels.nf4 import NF4Linear
+
+    torch.manual_seed(rows)
+    single = nf4_module(256, 512, nested)
+    parts = [nf4_module(n, 512, nested) for n in (128, 64, 64)]
+    x = torch.randn(rows, 512, device=CUDA, dtype=torch.bfloat16)
+    for linear, modules in ((NF4Linear(single), [single]), (NF4Linear.fused(parts), parts)):
+        expected = x.float() @ dequantized(modules).t()
+        for got in (linear(x).float(), linear.matmul(x).float()):  # bitsandbytes, then Triton
+            assert got.shape == expected.shape
+            torch.testing.assert_close(got, expected, atol=2e-2 * expected.abs().max().item(),
+                                       rtol=0)
+    fused = NF4Linear.fused(parts)
+    whole = fused.dequantize(torch.float32)
+    torch.testing.assert_close(whole, dequantized(parts), atol=1e-6, rtol=0)
+
+
+def reference_attention(q, k_cache, v_cache, table, context, q_len, block, scale):
+    positions = torch.arange(context, device=CUDA)
+    slots = torch.tensor(table, device=CUDA)[positions // block] * block + positions % block
+    keys, values = k_cache[slots].float(), v_cache[slots].float()  # (ctx, kv, d)
+    group = q.shape[1] // keys.shape[1]
+    keys = keys.repeat_interleave(group, dim=1).transpose(0, 1)
+    values = values.repeat_interleave(group, dim=1).transpose(0, 1)
+    scores = q.float().transpose(0, 1) @ keys.transpose(1, 2) * scale  # (heads, q, ctx)
+    query_pos = torch.arange(context - q_len, context, device=CUDA)
+    scores = scores.masked_fill(positions[None, None, :] > query_pos[None, :, None], float("-inf"))
+    return (scores.softmax(-1) @ values).transpose(0, 1)
+
+
+@pytest.mark.parametrize("parts", [1, 4])
+def test_paged_attention_matches_sdpa(parts):
+    from inference.kernels.paged_attention import AttentionTiles, paged_attention, tile_plan
+
+    torch.manual_seed(parts)
+    block, heads, kv_heads, dim = 16, 8, 2, 64
+    k_cache = torch.randn(64 * block, kv_heads, dim, device=CUDA, dtype=torch.bfloat16)
+    v_cache = torch.randn_like(k_cache)
+    order = torch.randperm(64).tolist()
+    # decode rows of contexts 1, 17, 300; then a 70-token chunk behind 100 cached tokens
+    contexts, q_lens = [1, 17, 300, 170], [1, 1, 1, 70]
+    tables, used = [], 0
+    for ctx in contexts:
+        n = -(-ctx // block)
+        tables.append(order[used:used + n])
+        used += n
+    q = torch.randn(sum(q_lens), heads, dim, device=CUDA, dtype=torch.bfloat16)
+    width = max(len(t) for t in tables)
+    flat = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32,
+                        device=CUDA).flatten()
+    i32 = dict(dtype=torch.int32, device=CUDA)
+    out = torch.empty_like(q)
+    for seqs, block_q, split in (([0, 1, 2], 1, parts), ([3], 32, 1)):
+        lens = [q_lens[i] for i in seqs]
+        tile_seq, tile_q0 = tile_plan(lens, block_q)
+        starts = [sum(q_lens[:i]) for i in seqs]
+        tiles = AttentionTiles(
+            torch.tensor(tile_seq, **i32), torch.tensor(tile_q0, **i32),
+            torch.tensor(starts, **i32), torch.tensor(lens, **i32),
+            torch.tensor([contexts[i] for i in seqs], **i32),
+            torch.stack([flat.view(len(tables), width)[i] for i in seqs]).flatten().contiguous(),
+            torch.tensor([width], **i32), block_q, split)
+        paged_attention(q, k_cache, v_cache, tiles, len(tile_seq), block, 0.125, out=out)
+    start = 0
+    for table, ctx, n in zip(tables, contexts, q_lens, strict=True):
+        expected = reference_attention(q[start:start + n], k_cache, v_cache, table, ctx, n, block,
+                                       0.125)
+        torch.testing.assert_close(out[start:start + n].float(), expected, atol=3e-2, rtol=3e-2)
+        start += n
+
+
+class Steps:
+    """A runner on the built-in model (bf16, on the GPU) and sequences prefilled in it."""
+
+    def __init__(self, builtin_dir, **settings):
+        from inference.block_manager import BlockManager
+        from inference.config import EngineSettings
+        from inference.loader import load_model
+        from inference.runner import ModelRunner
+
+        from ..conftest import CACHE_DIR
+
+        config = EngineSettings(model="builtin", cache_dir=CACHE_DIR, device_map="cuda",
+                                compute_dtype="bfloat16", kv_cache_tokens=8192,
+                                max_active_requests=16, **settings)
+        self.loaded = load_model(config)
+        self.runner = ModelRunner(self.loaded, config, 2048)
+        self.blocks = BlockManager(self.runner.num_blocks, self.runner.block_size, False)
+
+    def sequences(self, count: int):
+        from inference.detokenizer import IncrementalDetokenizer
+        from inference.sequence import Sequence
+        from inference.types import SamplingParams
+
+        seqs = []
+        for i in range(count):
+            g = torch.Generator().manual_seed(i)
+            ids = torch.randint(1000, 100_000, (20 + 37 * i,), generator=g).tolist()
+            seq = Sequence(str(i), ids, SamplingParams(max_tokens=100, temperature=0), set(),
+                           IncrementalDetokenizer(self.loaded.tokenizer), lambda chunk: None)
+            self.blocks.allocate(seq, len(ids))
+            self.runner.execute([(seq, len(ids))])
+            seq.num_computed = len(ids)
+            seq.token_ids.append(1234 + i)
+            self.blocks.allocate(seq, 1)
+            seqs.append(seq)
+        return seqs
+
+
+@pytest.fixture(scope="module")
+def graphed(builtin_dir):
+    steps = Steps(builtin_dir)
+    assert steps.runner.describe()["cuda_graphs"], steps.runner.describe()
+    return steps
+
+
+def assert_same_choice(got: torch.Tensor, expected: torch.Tensor, tolerance: float) -> None:
+    """Logits close; the argmax equal wherever the expected top two are not within tolerance."""
+    torch.testing.assert_close(got, expected, atol=tolerance, rtol=0)
+    top = expected.topk(2, dim=-1).values
+    clear = (top[:, 0] - top[:, 1]) > 2 * tolerance
+    assert torch.equal(got.argmax(-1)[clear], expected.argmax(-1)[clear])
+
+
+@pytest.mark.parametrize("batch", [3, 5, 13])
+def test_graph_replay_matches_eager_between_buckets(graphed, batch):
+    assert batch not in graphed.runner.graph_buckets  # the graph pads this batch
+    seqs = graphed.sequences(batch)
+    fast = graphed.runner.fast_step
+    scheduled = [(s, 1) for s in seqs]
+    _, replayed = fast.run(scheduled)
+    replayed = replayed.clone()
+    graphs, fast.graphs = fast.graphs, None
+    try:
+        _, eager = fast.run(scheduled)
+    finally:
+        fast.graphs = graphs
+    assert replayed.shape == eager.shape == (batch, replayed.shape[1])
+    assert_same_choice(replayed, eager, 1e-2 * eager.abs().max().item())
+    for s in seqs:
+        graphed.blocks.release(s)
+
+
+def test_triton_step_matches_the_pytorch_step(graphed, builtin_dir):
+    plain = Steps(builtin_dir, enforce_eager=True)
+    assert plain.runner.describe()["kernels"] == "pytorch"
+    for steps in (graphed, plain):
+        seqs = steps.sequences(4)
+        steps.logits = steps.runner.fast_step.run([(s, 1) for s in seqs])[1].clone() \
+            if steps.runner.fast_step else steps.runner._eager([(s, 1) for s in seqs])[1]
+        for s in seqs:
+            steps.blocks.release(s)
+    # bf16 everywhere; bitsandbytes rounds the dequantized weight to bf16 where Triton keeps fp32
+    assert_same_choice(graphed.logits, plain.logits, 5e-2 * plain.logits.abs().max().item())
