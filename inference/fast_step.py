@@ -17,6 +17,7 @@ from .cuda_graphs import DecodeGraphs
 from .fast_qwen3 import FastQwen3
 from .kernels.paged_attention import AttentionTiles, decode_parts, tile_plan
 from .sequence import Sequence
+from .step_inputs import flatten_step
 
 logger = logging.getLogger(__name__)
 
@@ -39,31 +40,21 @@ class FastStep:
 
     def run(self, scheduled: list[tuple[Sequence, int]]) -> tuple[list[Sequence], torch.Tensor]:
         """Compute `n` more tokens of each (sequence, n); logits of the sequences now complete."""
-        bs = self.block_size
         ordered = [x for x in scheduled if x[1] == 1] + [x for x in scheduled if x[1] > 1]
-        ids, positions, slots, sample_rows, to_sample = [], [], [], [], []
-        q_len, context, tables = [], [], []
-        for seq, n in ordered:
-            start, table = seq.num_computed, seq.block_table
-            row = len(ids)
-            ids.extend(seq.token_ids[start:start + n])
-            positions.extend(range(start, start + n))
-            slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
-            q_len.append(n)
-            context.append(start + n)
-            tables.append(table[: -(-(start + n) // bs)])
-            if start + n == len(seq.token_ids):
-                sample_rows.append(row + n - 1)
-                to_sample.append(seq)
+        step = flatten_step(ordered, self.block_size)
         decodes = sum(1 for _, n in ordered if n == 1)
         graphs = self.graphs
         if decodes == len(ordered) and graphs is not None and graphs.bucket(decodes) is not None:
-            logits = graphs.replay(ids, positions, slots, context, tables)
-            return to_sample, logits[sample_rows] if len(sample_rows) < decodes else logits
-        hidden = self._eager(ids, positions, slots, q_len, context, tables, decodes)
-        if not to_sample:
+            logits = graphs.replay(step.ids, step.positions, step.slots, step.context, step.tables)
+            if len(step.sample_rows) < decodes:
+                logits = logits[step.sample_rows]
+            return step.to_sample, logits
+        hidden = self._eager(step.ids, step.positions, step.slots, step.q_len, step.context,
+                             step.tables, decodes)
+        if not step.to_sample:
             return [], hidden[:0]
-        return to_sample, self.fast.logits(hidden[torch.tensor(sample_rows, device=self.device)])
+        rows = torch.tensor(step.sample_rows, device=self.device)
+        return step.to_sample, self.fast.logits(hidden[rows])
 
     def _eager(self, ids, positions, slots, q_len, context, tables, decodes: int) -> torch.Tensor:
         groups = [range(0, decodes), range(decodes, len(q_len))]

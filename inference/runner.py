@@ -19,6 +19,7 @@ from .loader import LoadedModel
 from .qwen3 import PagedQwen3
 from .sampling import SampledBatch, Sampler
 from .sequence import Sequence
+from .step_inputs import flatten_step
 
 logger = logging.getLogger(__name__)
 
@@ -205,27 +206,19 @@ class ModelRunner:
 
     def _eager(self, scheduled: list[tuple[Sequence, int]]) -> tuple[list[Sequence], torch.Tensor]:
         """The plain PyTorch step: the loaded modules and SDPA over the paged cache."""
-        input_ids, positions, slot_mapping, sample_index, to_sample = [], [], [], [], []
-        decode_rows, decode_lengths, decode_tables, prefill = [], [], [], []
         bs = self.block_size
-        for seq, n in scheduled:
-            start, table = seq.num_computed, seq.block_table
-            row = len(input_ids)
-            input_ids.extend(seq.token_ids[start:start + n])
-            positions.extend(range(start, start + n))
-            slot_mapping.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
-            context = start + n
+        step = flatten_step(scheduled, bs)
+        decode_rows, decode_lengths, decode_tables, prefill = [], [], [], []
+        for row, n, context, table in zip(step.starts, step.q_len, step.context, step.tables,
+                                          strict=True):
             if n == 1:
                 decode_rows.append(row)
                 decode_lengths.append(context)
-                decode_tables.append(table[: -(-context // bs)])
+                decode_tables.append(table)
             else:
-                prefill.append((row, n, table[: -(-context // bs)], context))
-            if context == len(seq.token_ids):
-                sample_index.append(row + n - 1)
-                to_sample.append(seq)
+                prefill.append((row, n, table, context))
         device = self.device
-        meta = AttentionMetadata(torch.tensor(slot_mapping, device=device))
+        meta = AttentionMetadata(torch.tensor(step.slots, device=device))
         offsets = torch.arange(bs, device=device)
         for group in group_by_length(decode_lengths):
             lengths = [decode_lengths[i] for i in group]
@@ -241,11 +234,12 @@ class ModelRunner:
             blocks = torch.tensor(table, device=device)
             slots = (blocks.unsqueeze(-1) * bs + offsets).flatten()[:context]
             meta.prefill.append(PrefillChunk(row, n, slots))
-        hidden = self.model.forward(torch.tensor(input_ids, device=device),
-                                    torch.tensor(positions, device=device), meta, self.kv_cache)
-        if not to_sample:
+        hidden = self.model.forward(torch.tensor(step.ids, device=device),
+                                    torch.tensor(step.positions, device=device), meta, self.kv_cache)
+        if not step.to_sample:
             return [], hidden[:0]
-        return to_sample, self.model.logits(hidden[torch.tensor(sample_index, device=device)])
+        rows = torch.tensor(step.sample_rows, device=device)
+        return step.to_sample, self.model.logits(hidden[rows])
 
     def release_memory(self) -> None:
         if self.device.type == "cuda":
