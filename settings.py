@@ -2,25 +2,27 @@
 
 One class, three ways in: command-line flags (`python app.py --model builtin --port 8123`), environment
 variables (`NF4SERVE_MODEL=builtin`) and keyword arguments (tests). Flags are generated from the fields
-by pydantic-settings, in kebab case; a boolean that defaults to true is turned off with `--no-<name>`
-(`--no-ui`, `--no-fallback`), one that defaults to false is turned on with `--<name>` (`--offline`).
-The README's configuration table is `markdown_table()`; `python -m settings --markdown` prints it.
+by pydantic-settings, in kebab case; a boolean has both forms (`--ui/--no-ui`, `--offline/--no-offline`).
+`--help` shows each flag's default as the README does and its variable. The README's configuration
+table is `markdown_table()`; `python -m settings --markdown` prints it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from argparse import SUPPRESS, ArgumentParser
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import CliSettingsSource, SettingsConfigDict
 
 from inference.config import EngineSettings
 
 ENV_PREFIX = "NF4SERVE_"
 SPACE_PORT = 7860
+CONTEXT_ERROR_STATUSES = (413, 400)
 
 
 def _on_space() -> bool:
@@ -43,7 +45,7 @@ class Settings(EngineSettings):
         protected_namespaces=(),
         cli_prog_name="app.py",
         cli_kebab_case=True,
-        cli_implicit_flags="toggle",
+        cli_implicit_flags="dual",  # --ui/--no-ui, --offline/--no-offline
         cli_exit_on_error=True,
         cli_hide_none_type=True,
     )
@@ -55,9 +57,16 @@ class Settings(EngineSettings):
     port: int = Field(SPACE_PORT, ge=0, le=65535, description="TCP port to listen on.")
     api_key: str | None = Field(
         None,
-        description="When set, every route that reaches the engine requires it: `/api/v1` as "
-        "`Authorization: Bearer <key>` or `X-API-Key: <key>` (health and metrics excepted), the "
-        "playground through a login form.",
+        description="When set, every route that reaches the engine requires it: the API (`/v1`, "
+        "`/api/v1`) as `Authorization: Bearer <key>` or `X-API-Key: <key>` (health, docs and "
+        "metrics excepted), the playground through a login form.",
+    )
+    context_error_status: int = Field(
+        413,
+        description="HTTP status of a prompt that does not fit the context window (`/chat/"
+        "completions`, `/completions`, `/generate`): 413, or 400 as OpenAI answers it (its "
+        "clients raise `BadRequestError` only for 400). The body, code "
+        "`context_length_exceeded`, is the same either way.",
     )
     shutdown_timeout: float = Field(
         30.0, ge=0.0,
@@ -87,34 +96,61 @@ class Settings(EngineSettings):
         "info", description="Logging level of the server and the engine."
     )
 
+    @field_validator("context_error_status")
+    @classmethod
+    def _status(cls, value: int) -> int:
+        if value not in CONTEXT_ERROR_STATUSES:
+            raise ValueError(f"must be 413 or 400, not {value}")
+        return value
+
     @classmethod
     def from_cli(cls, argv: Sequence[str] | None = None) -> Settings:
         """Settings from command-line flags (`argv`, default `sys.argv[1:]`) over environment variables."""
         args = list(sys.argv[1:] if argv is None else argv)
-        return cls(_cli_parse_args=args)
+
+        def add_argument(parser: ArgumentParser, *names: str, **kwargs: Any) -> Any:
+            # Each flag's help says its default as the README does and names its variable;
+            # pydantic-settings' own would show `(default factory: _default_host)`.
+            field = cls.model_fields.get(kwargs.get("dest", ""))
+            if field is not None and kwargs.get("help") != SUPPRESS:
+                kwargs["help"] = cli_help(kwargs["dest"], field).replace("%", "%%")
+            return parser.add_argument(*names, **kwargs)
+
+        return cls(_cli_settings_source=CliSettingsSource(cls, cli_parse_args=args,
+                                                          add_argument_method=add_argument))
 
     @property
     def on_space(self) -> bool:
         return _on_space()
 
+    def url(self, port: int) -> str:
+        """The server's address for a browser: the Space's own on a Space (SPACE_HOST), else
+        this machine's (loopback when listening on every interface), with the root path."""
+        space_host = os.environ.get("SPACE_HOST")
+        if self.on_space and space_host:
+            return f"https://{space_host}"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}{self.root_path.rstrip('/')}"
 
-# Defaults that depend on the machine, written the way the README should show them.
+
+# Defaults that depend on the machine, written the way the README and --help should show them.
 _DOC_DEFAULTS = {
-    "host": "`127.0.0.1` (`0.0.0.0` on a Space)",
-    "cache_dir": "`~/.cache/nf4serve`",
+    "host": ("`127.0.0.1` (`0.0.0.0` on a Space)", "127.0.0.1 (0.0.0.0 on a Space)"),
+    "cache_dir": ("`~/.cache/nf4serve`", "$XDG_CACHE_HOME/nf4serve, else ~/.cache/nf4serve"),
 }
 
 
 def _flag(name: str, default: object) -> str:
+    """The flag of a setting as the README shows it; a boolean has both forms, `--ui/--no-ui`."""
     flag = name.replace("_", "-")
-    if isinstance(default, bool):
-        return f"`--no-{flag}`" if default else f"`--{flag}`"
-    return f"`--{flag}`"
+    return f"`--{flag}/--no-{flag}`" if isinstance(default, bool) else f"`--{flag}`"
 
 
 def _default_text(name: str, field) -> str:
+    """A setting's default in the README's words (markdown)."""
     if name in _DOC_DEFAULTS:
-        return _DOC_DEFAULTS[name]
+        return _DOC_DEFAULTS[name][0]
     default = field.default
     if default is None:
         return "—"
@@ -123,6 +159,27 @@ def _default_text(name: str, field) -> str:
     if isinstance(default, str) and default == "":
         return '`""`'
     return f"`{default}`"
+
+
+def default_text(name: str, field) -> str:
+    """A setting's default as plain text, for `--help`."""
+    if name in _DOC_DEFAULTS:
+        return _DOC_DEFAULTS[name][1]
+    default = field.default
+    if default is None:
+        return "not set"
+    if isinstance(default, str) and default == "":
+        return "empty"
+    return _default_text(name, field).strip("`")
+
+
+def cli_help(name: str, field) -> str:
+    """The `--help` text of a setting: its description, its default and its variable."""
+    text = field.description or ""
+    text += "" if text.endswith(".") else "."
+    if field.default is not None or "default" not in text.lower():  # else the text says it
+        text += f" Default: {default_text(name, field)}."
+    return f"{text} Env: {ENV_PREFIX}{name.upper()}."
 
 
 def markdown_table(settings_cls: type[Settings] = Settings) -> str:

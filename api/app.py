@@ -1,7 +1,10 @@
 """The API app factory: `create_api(engine, api_key=...)` builds the FastAPI sub-app that app.py
-mounts at /api/v1. It registers the routers, every exception handler, the body size cap, CORS
-(for the origins given) and the request log with its ids, and nothing else: the engine is created,
-started and shut down by the root app's lifespan, never here.
+mounts at /v1 and at /api/v1 (one app, so one OpenAPI document, served from either base path with
+that path as its server). It registers the routers, every exception handler, the body size cap,
+CORS (for the origins given), the request log with its ids, and the reference pages `/docs`
+(Swagger UI) and `/redoc`, whose assets it serves itself (`api.docs`), so they work with no
+internet. Nothing else: the engine is created, started and shut down by the root app's lifespan,
+never here.
 """
 
 from __future__ import annotations
@@ -12,25 +15,28 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
-from api import chat, generate, service
+from api import chat, completions, generate, service, tokenize
 from api.body_limit import MAX_BODY_BYTES, BodySizeLimit
 from api.deps import require_api_key
+from api.docs import DOCS_ASSETS, install_docs
 from api.errors import install_error_handlers
-from api.protocol import ChatCompletionChunk, GenerateChunk
+from api.protocol import ChatCompletionChunk, CompletionChunk, GenerateChunk
 from api.request_log import REQUEST_ID_HEADER, RequestLogMiddleware, record_finished
 
 # Streamed bodies are documented under `text/event-stream`; FastAPI only collects the schemas of
 # JSON bodies, so these are added to the document's components by hand.
-STREAM_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionChunk, GenerateChunk)
+STREAM_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionChunk, CompletionChunk, GenerateChunk)
 
 API_TITLE = "nf4serve API"
 API_VERSION = "1.0.0"
 API_DESCRIPTION = """\
-Qwen3 in bitsandbytes 4-bit, served three ways: `/chat/completions` (OpenAI-compatible: the official
-`openai` clients work with `base_url` set to this API's URL), `/generate` (raw text) and the service
-endpoints (`/models`, `/model/info`, `/health`).
+Qwen3 in bitsandbytes 4-bit, behind OpenAI's API: `/chat/completions`, the legacy `/completions` and
+`/models` (the official `openai` clients work with `base_url` set to this API's URL, `.../v1`), plus
+`/generate` (raw text), `/tokenize` and `/detokenize` (count tokens against the context window) and
+the service endpoints (`/model/info`, `/health`). The same API answers under `/v1` and `/api/v1`.
 
 Errors always have OpenAI's body `{"error": {"message", "type", "param", "code"}}`. When the server has
 an API key, send it as `Authorization: Bearer <key>` or `X-API-Key: <key>` (`/health` never
@@ -40,17 +46,23 @@ needs it).
 
 def create_api(
     engine: Any, *, api_key: str | None = None, max_body_bytes: int = MAX_BODY_BYTES,
-    cors_allow_origins: Sequence[str] = (),
+    cors_allow_origins: Sequence[str] = (), context_error_status: int = 413,
 ) -> FastAPI:
-    """The /api/v1 app, serving `engine` (an `inference.Engine`, started or not). Browsers on
-    `cors_allow_origins` (`*`: any) may call it; other origins get no CORS headers."""
-    app = FastAPI(
+    """The API app, serving `engine` (an `inference.Engine`, started or not). Browsers on
+    `cors_allow_origins` (`*`: any) may call it; other origins get no CORS headers. A prompt over
+    the context window is answered `context_error_status` (413, or OpenAI's 400)."""
+    app = FastAPIOffline(  # FastAPI, with Swagger UI's and ReDoc's files mounted at DOCS_ASSETS
+        docs_url=None,
+        redoc_url=None,
         title=API_TITLE,
         version=API_VERSION,
         description=API_DESCRIPTION,
+        static_url=DOCS_ASSETS,
         openapi_tags=[
             {"name": "chat", "description": "OpenAI-compatible chat completions."},
+            {"name": "completions", "description": "OpenAI's legacy completions (raw text)."},
             {"name": "generate", "description": "Raw-text completion."},
+            {"name": "tokenize", "description": "Count tokens: text or chat to ids, and back."},
             {"name": "models", "description": "The served model."},
             {"name": "health", "description": "Readiness; no API key needed."},
         ],
@@ -60,11 +72,12 @@ def create_api(
     app.state.created = int(time.time())
     # Without a key there is nothing to check, and the OpenAPI document declares no security.
     secured = [Depends(require_api_key)] if app.state.api_key else []
-    app.include_router(chat.router, dependencies=secured)
-    app.include_router(generate.router, dependencies=secured)
-    app.include_router(service.router, dependencies=secured)
+    for router in (chat.router, completions.router, generate.router, tokenize.router,
+                   service.router):
+        app.include_router(router, dependencies=secured)
     app.include_router(service.health_router)
-    install_error_handlers(app)
+    install_docs(app)
+    install_error_handlers(app, context_error_status)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     if cors_allow_origins:  # outside the size cap and the key check: preflights carry no body
         app.add_middleware(

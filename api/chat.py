@@ -39,9 +39,9 @@ from api.protocol import (
     new_id,
     now,
 )
-from api.reasoning import ReasoningParser, prompt_opens_reasoning
 from api.sse import DONE, EventSourceResponse, guarded, merge, sse
 from api.tool_calls import ToolCallDelta, ToolCallParser
+from inference.reasoning import ReasoningParser, prompt_opens_reasoning
 from inference.types import GenerationChunk, GenerationRequest, GenerationResult
 
 logger = logging.getLogger(__name__)

@@ -5,9 +5,11 @@ HTTP status and OpenAI's body `{"error": {"message", "type", "param", "code"}}`.
   400), with `param` naming the offending parameter (`messages[0].content`, `temperature`, ...);
   a value of the wrong type (`"stream": "yes"`: types are strict) is `invalid_type`, worded as
   OpenAI words it.
-- 401 for a missing or wrong API key, 404 for unknown routes and models.
-- 413 `context_length_exceeded` when the prompt does not fit the context window, and
-  `request_too_large` for a body over the size cap (`api.body_limit`).
+- 401 for a missing or wrong API key; 404 for unknown models, and for unknown paths with a message
+  that names the API's base path (`unknown_path`).
+- 413 `context_length_exceeded` when the prompt does not fit the context window (400, as OpenAI
+  answers it, when the app is made with `context_error_status=400`: `--context-error-status`),
+  and `request_too_large` for a body over the size cap (`api.body_limit`).
 - 500 `server_error` when generation fails; only that request fails.
 - 503 with `Retry-After` while the model loads, after it failed to load (`model_not_loaded`), when
   saturated (`server_overloaded`, with the scheduler's estimate of the wait), and while the server
@@ -70,12 +72,22 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status_code, headers=self.headers)
 
 
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+
+
+def unknown_path(method: str, path: str, base: str) -> APIError:
+    """404 for a path that is no endpoint, pointing to the API's base path `base`."""
+    return APIError(404, f"Unknown path: {method} {path}. This server's OpenAI-compatible API is "
+                    f"at {base} (e.g. POST {base}/chat/completions, GET {base}/models); its "
+                    f"reference is at {base}/docs.", code="not_found")
+
+
 def from_engine_error(exc: Exception, prompt_param: str | None = None) -> APIError:
     """The API error for an exception raised by the engine (or anything else: a 500)."""
     if isinstance(exc, APIError):
         return exc
     if isinstance(exc, ContextLengthError):
-        return APIError(413, str(exc), param=prompt_param, code="context_length_exceeded")
+        return APIError(413, str(exc), param=prompt_param, code=CONTEXT_LENGTH_EXCEEDED)
     if isinstance(exc, InvalidRequestError):
         return APIError(400, str(exc), param=exc.param)
     if isinstance(exc, EngineOverloadedError):
@@ -195,19 +207,28 @@ def validation_error(exc: RequestValidationError) -> APIError:
     return APIError(400, message, param=param, code=code)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Register every exception handler of the API app."""
+def install_error_handlers(app: FastAPI, context_error_status: int = 413) -> None:
+    """Register every exception handler of the API app; a prompt over the context window is
+    answered with `context_error_status` (413, or OpenAI's 400)."""
+
+    def answer(error: APIError) -> JSONResponse:
+        if error.detail.code == CONTEXT_LENGTH_EXCEEDED:
+            error.status_code = context_error_status
+        return error.response()
 
     async def on_api_error(request: Request, exc: APIError) -> JSONResponse:
-        return exc.response()
+        return answer(exc)
 
     async def on_engine_error(request: Request, exc: EngineError) -> JSONResponse:
-        return from_engine_error(exc).response()
+        return answer(from_engine_error(exc))
 
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return validation_error(exc).response()
 
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404 and exc.detail == "Not Found":  # no such route (not a model)
+            base = request.scope.get("root_path", "").rstrip("/")
+            return unknown_path(request.method, request.url.path, base).response()
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         error = APIError(exc.status_code, str(exc.detail), code=code,
                          headers=dict(exc.headers or {}))

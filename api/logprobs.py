@@ -1,5 +1,6 @@
-"""Log probabilities in OpenAI's shape: `{"content": [{"token", "logprob", "bytes",
-"top_logprobs": [...]}]}`.
+"""Log probabilities in OpenAI's shapes: chat's `{"content": [{"token", "logprob", "bytes",
+"top_logprobs": [...]}]}`, and the legacy completions' parallel lists `{"tokens", "token_logprobs",
+"top_logprobs": [{token: logprob}], "text_offset"}`.
 
 The engine reports each token's text, which for a token holding part of a multi-byte character is
 not its real bytes; `bytes` are recovered exactly from the byte-level BPE vocabulary. Every logprob
@@ -12,7 +13,7 @@ import math
 from functools import lru_cache
 from typing import Any
 
-from api.protocol import ChoiceLogprobs, TokenLogprob, TopLogprob
+from api.protocol import ChoiceLogprobs, CompletionLogprobs, TokenLogprob, TopLogprob
 from inference.types import TokenLogprob as EngineTokenLogprob
 
 MIN_LOGPROB = -9999.0  # OpenAI's value for a token that could not have been picked
@@ -67,3 +68,21 @@ def to_openai(tokenizer: Any, logprobs: list[EngineTokenLogprob] | None) -> Choi
             )
         )
     return ChoiceLogprobs(content=content)
+
+
+def to_legacy(logprobs: list[EngineTokenLogprob] | None,
+              offset: int = 0) -> tuple[CompletionLogprobs, int]:
+    """The engine's per-token logprobs as a legacy completion's `logprobs`, the first token
+    starting at character `offset` of the choice's text; also the offset after the last token.
+    Each `top_logprobs` entry holds the chosen token too, as OpenAI's does."""
+    result = CompletionLogprobs()
+    for item in logprobs or []:
+        chosen = finite(item.logprob)
+        top = {text: finite(value) for _, text, value in item.top}
+        top.setdefault(item.token, chosen)
+        result.tokens.append(item.token)
+        result.token_logprobs.append(chosen)
+        result.top_logprobs.append(top)
+        result.text_offset.append(offset)
+        offset += len(item.token)
+    return result, offset

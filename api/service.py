@@ -1,7 +1,8 @@
 """The service endpoints: GET /models and /models/{id} (OpenAI's model list: the one served
 model), /model/info (what the engine reports: quantization, memory, context window, live counters)
-and /health (200 when the model is ready; 503 while it loads or after loading failed, with the
-reason; never needs an API key, so it has its own router).
+and /health (200 when the model is ready, with status `degraded` and the reason while the built-in
+model stands in for the default one; 503 while it loads or after loading failed, with the reason;
+never needs an API key, so it has its own router).
 """
 
 from __future__ import annotations
@@ -55,12 +56,13 @@ async def model_info(engine: EngineDep) -> ModelInfo:
 @health_router.get(
     "/health",
     response_model=HealthResponse,
-    responses={503: {"model": HealthResponse, "description": "Loading, loading failed, or shutting down."}},
+    responses={503: {"model": HealthResponse,
+                     "description": "Loading, loading failed, or shutting down."}},
     summary="Liveness and readiness",
 )
 async def health(engine: EngineDep) -> JSONResponse:
     report = HealthResponse.model_validate(engine.health())
-    if report.status == "ok":
+    if report.status in ("ok", "degraded"):  # degraded: the built-in model serves, say so
         return JSONResponse(report.model_dump(mode="json"))
     headers = {"Retry-After": str(LOADING_RETRY_AFTER_S)} if report.status == "loading" else None
     return JSONResponse(report.model_dump(mode="json"), status_code=503, headers=headers)

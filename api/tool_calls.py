@@ -26,7 +26,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
-from api.reasoning import partial_tag_length
+from inference.reasoning import partial_tag_length
 
 CALL_START = "<tool_call>"
 CALL_END = "</tool_call>"

@@ -17,6 +17,14 @@ DEFAULT_MODEL = "unsloth/Qwen3-4B-Instruct-2507-bnb-4bit"
 BUILTIN_MODEL = "builtin"
 
 
+def fallback_allowed(settings: EngineSettings) -> bool:
+    """Whether the built-in model may stand in when the model cannot be had: only for the default
+    model, never for one named on purpose (`--model`, NF4SERVE_MODEL), and not with
+    `--no-fallback`."""
+    named = "model" in settings.model_fields_set
+    return settings.fallback and not named and settings.model != BUILTIN_MODEL
+
+
 def _default_cache_dir() -> Path:
     import os
 
@@ -45,8 +53,9 @@ class EngineSettings(BaseSettings):
     )
     compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
-        description="Dtype of the 4-bit matmuls; `auto` is bfloat16 where the device supports it, "
-        "else float16 on GPU.",
+        description="Dtype of the 4-bit matmuls; `auto` is bfloat16 on CPU and on GPUs that compute "
+        "in it natively (compute capability 8.0 and up: A100, A10G, L4, H100), float16 on older "
+        "GPUs (T4, V100).",
     )
     device_map: str = Field(
         "auto", description="Where the weights go: `auto`, `cuda`, `cuda:0`, `cpu`..."
@@ -65,8 +74,10 @@ class EngineSettings(BaseSettings):
     )
     fallback: bool = Field(
         True,
-        description="When the model cannot be had (offline and not cached), start the built-in "
-        "model instead and say so; `--no-fallback` makes that failure fatal.",
+        description="When no model is named and the default one cannot be had (offline and not "
+        "cached), start the built-in model instead and say so (`/health` says `degraded`); "
+        "`--no-fallback` makes that failure fatal. A model named with `--model` never falls back: "
+        "if it cannot be loaded, the server does not start.",
     )
     trim_chat_history: bool = Field(
         False,

@@ -25,7 +25,7 @@ from . import structured
 from .block_manager import BlockManager
 from .builtin import WARNING as BUILTIN_WARNING
 from .chat import render_chat, trim_to_fit
-from .config import BUILTIN_MODEL, EngineSettings
+from .config import BUILTIN_MODEL, EngineSettings, fallback_allowed
 from .detokenizer import IncrementalDetokenizer
 from .errors import (
     ContextLengthError,
@@ -52,6 +52,7 @@ from .types import (
 )
 
 logger = logging.getLogger(__name__)
+TOKENIZE_WINDOWS = 4  # /tokenize counts up to this many context windows
 
 DRAIN_POLL_S = 0.05
 
@@ -169,7 +170,7 @@ class Engine:
         try:
             return load_model(self.settings)
         except ModelUnavailableError as exc:
-            if not self.settings.fallback or self.settings.model == BUILTIN_MODEL:
+            if not fallback_allowed(self.settings):
                 raise
             logger.warning("!" * 78)
             logger.warning("FALLBACK: %s", exc)
@@ -297,6 +298,28 @@ class Engine:
         text = render_chat(tokenizer, request.messages, **kwargs)
         return encode_prompt(tokenizer, text, self.max_context, "messages"), text
 
+    def tokenize(self, request: GenerationRequest) -> list[int]:
+        """The token ids of `request`'s `prompt`, or of its `messages` rendered as `submit` renders
+        them (template, tools, kwargs), with no history trimming: for clients counting tokens.
+        Counts past the context window, up to TOKENIZE_WINDOWS windows (a bound, so one huge body
+        cannot hold a worker thread for long). Thread-safe."""
+        param = "messages" if request.messages is not None else "prompt"
+        if request.messages is not None:
+            text = self.render_chat(request.messages, request.tools, request.chat_template_kwargs,
+                                    request.assistant_prefix)
+        elif request.prompt is None:
+            raise InvalidRequestError("give a prompt or messages to tokenize", "prompt")
+        else:
+            text = request.prompt
+        limit = TOKENIZE_WINDOWS * self.max_context
+        try:
+            return encode_prompt(self.tokenizer, text, limit, param)
+        except ContextLengthError as exc:
+            raise InvalidRequestError(
+                f"The {param} has {'at least ' if exc.at_least else ''}{exc.prompt_tokens} tokens; "
+                f"tokenize counts up to {limit - 1} ({TOKENIZE_WINDOWS} times the context window "
+                f"of {self.max_context}).", param) from None
+
     def _prepare(self, request: GenerationRequest) -> Prepared:
         """Everything before enqueueing: defaults, template, tokens, the context check. Thread-safe."""
         loaded = self._require()
@@ -309,6 +332,11 @@ class Engine:
             raise InvalidRequestError(
                 f"max_tokens is {asked}, more than this model's context window of "
                 f"{self.max_context} tokens (prompt and output together).", "max_tokens")
+        vocabulary = len(loaded.tokenizer)
+        unknown = [token for token in params.logit_bias or {} if not 0 <= token < vocabulary]
+        if unknown:
+            raise InvalidRequestError(f"logit_bias holds token id {unknown[0]}, which is not in the "
+                                      f"vocabulary (0-{vocabulary - 1})", "logit_bias")
         prompt_ids, prompt_text = self._prompt(request)
         if not prompt_ids:
             raise InvalidRequestError("the prompt is empty", "prompt")
@@ -442,6 +470,8 @@ class Engine:
 
     def health(self) -> dict[str, Any]:
         status = {"ready": "ok", "loading": "loading", "stopping": "stopping"}.get(self.state, "error")
+        if status == "ok" and self.is_fallback:  # serving, but not the model that was asked for
+            status = "degraded"
         error = self.error
         if self._stopping and error is None:
             error = "The server is shutting down." if self.state == "stopping" else \
@@ -458,6 +488,9 @@ class Engine:
             "active_requests": self.active_count,
             "kv_cache": self._kv_summary(),
             "error": error,
+            "reason": (f"fallback: the built-in model ({BUILTIN_WARNING}) serves because the "
+                       f"default model could not be had: {self.fallback_reason}")
+            if status == "degraded" else None,
         }
 
 

@@ -54,14 +54,27 @@ class LoadedModel:
         return next(self.model.parameters()).device
 
 
+# Compute capability from which NVIDIA GPUs compute in bfloat16 natively (Ampere: A100, A10G, L4,
+# H100...). Below it (T4 is 7.5, V100 7.0) `torch.cuda.is_bf16_supported()` still says True, since it
+# counts emulation, and every 4-bit matmul would run in slow emulated bfloat16.
+NATIVE_BF16_CAPABILITY = (8, 0)
+
+
+def cuda_device_index(device_map: str) -> int | None:
+    """The GPU a device map names (`cuda:1` -> 1); None for the current one (`auto`, `cuda`)."""
+    head, _, index = device_map.partition(":")
+    return int(index) if head == "cuda" and index.isdigit() else None
+
+
 def pick_compute_dtype(setting: str, device_map: str) -> torch.dtype:
-    """bfloat16 where the device has it, float16 on older GPUs; explicit settings win."""
+    """The 4-bit matmuls' dtype: an explicit setting wins; `auto` is bfloat16 on CPU and on GPUs
+    that have it natively (compute capability 8.0 and up), float16 on older GPUs."""
     if setting != "auto":
         return getattr(torch, setting)
-    wants_cuda = torch.cuda.is_available() and not device_map.startswith("cpu")
-    if wants_cuda and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
+    if not torch.cuda.is_available() or device_map.startswith("cpu"):
+        return torch.bfloat16
+    capability = tuple(torch.cuda.get_device_capability(cuda_device_index(device_map)))
+    return torch.bfloat16 if capability >= NATIVE_BF16_CAPABILITY else torch.float16
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

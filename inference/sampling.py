@@ -1,5 +1,5 @@
-"""Picking the next token for a whole batch at once: penalties, grammar masks, logits processors,
-temperature, top-k, top-p, min-p and seeds as per-row tensors, with no Python loop over the
+"""Picking the next token for a whole batch at once: logit biases, penalties, grammar masks, logits
+processors, temperature, top-k, top-p, min-p and seeds as per-row tensors, with no Python loop over the
 vocabulary and no host synchronisation except the final read of the chosen ids.
 
 Sampling is an exponential race: the chosen token is argmax(p / E) with E ~ Exp(1) drawn per token,
@@ -23,6 +23,13 @@ GREEDY_BELOW = 1e-5  # temperatures under this are treated as 0 (greedy)
 MIN_LOGPROB = -9999.0
 TOPK_FAST_PATH = 1024  # when every row's top_k is at most this, only the top candidates are sorted
 NEG_INF = float("-inf")
+
+
+def apply_logit_bias(logits: torch.Tensor, rows: torch.Tensor, ids: torch.Tensor,
+                     values: torch.Tensor) -> torch.Tensor:
+    """OpenAI's logit_bias, in place: add `values[j]` to `logits[rows[j], ids[j]]` (a sparse
+    per-row add over a (rows, vocab) batch)."""
+    return logits.index_put_((rows, ids), values.to(logits.dtype), accumulate=True)
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor,
@@ -89,9 +96,23 @@ class Sampler:
     def _column(self, values: list[float], dtype=torch.float32) -> torch.Tensor:
         return torch.tensor(values, dtype=dtype, device=self.device).unsqueeze(1)
 
+    def _add_logit_bias(self, logits: torch.Tensor, seqs: list[Sequence]) -> None:
+        rows, ids, values = [], [], []
+        for i, s in enumerate(seqs):
+            for token, bias in (s.params.logit_bias or {}).items():
+                rows.append(i)
+                ids.append(token)
+                values.append(bias)
+        if rows:
+            index = torch.tensor([rows, ids], device=self.device)
+            apply_logit_bias(logits, index[0], index[1],
+                             torch.tensor(values, dtype=logits.dtype, device=self.device))
+
     def adjust(self, logits: torch.Tensor, seqs: list[Sequence], errors: dict[int, str]) -> None:
-        """In place: padding ids, penalties, grammar masks and logits processors; the distribution
-        each row samples from before temperature and truncation (what logprobs report)."""
+        """In place: logit biases, padding ids, penalties, grammar masks and logits processors; the
+        distribution each row samples from before temperature and truncation (what logprobs
+        report)."""
+        self._add_logit_bias(logits, seqs)
         if self.valid_vocab < self.vocab_size:
             logits[:, self.valid_vocab:] = NEG_INF
         rows = [i for i, s in enumerate(seqs) if s.counts is not None]

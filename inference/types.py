@@ -79,6 +79,8 @@ class SamplingParams:
     logprobs: int | None = None
     logits_processors: list[LogitsProcessor] = field(default_factory=list)
     grammar: Grammar | None = None  # structured output, compiled by the engine
+    # OpenAI's logit_bias: token id -> added to its logit before anything else (-100 bans it).
+    logit_bias: dict[int, float] | None = None
 
     def resolved(self, defaults: SamplingDefaults) -> SamplingParams:
         """A copy with every `None` default replaced by the model's default."""

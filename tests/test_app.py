@@ -1,23 +1,31 @@
-"""The one server: the API and the playground mounted on one engine, the engine's life in the
-lifespan, `--no-ui`, a server without gradio, and the fallback rules."""
+"""The one server: the API (at /v1 and /api/v1) and the playground mounted on one engine, the
+engine's life in the lifespan, `--no-ui`, a server without gradio, the fallback rules (the default
+model only; a named model that cannot be loaded stops the start-up, its cause logged once and no
+traceback) and the start-up log's last line."""
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from app import create_app
+from app import STARTUP_FAILURE, StartupFailure, create_app, ready_line
 from settings import Settings
 from tests.conftest import CACHE_DIR
+from tests.e2e.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MISSING = "nf4serve-test/does-not-exist"
+# The default model at a revision no cache holds: unavailable offline on every machine.
+MISSING_REVISION = "nf4serve-test-no-such-revision"
 
 
 def api_available() -> bool:
@@ -42,7 +50,8 @@ def wait_ready(engine, timeout: float = 120.0) -> None:
 def test_one_app_serves_the_playground_and_the_api(builtin_engine):
     app = create_app(Settings(model="builtin", cache_dir=CACHE_DIR), engine=builtin_engine)
     assert app.state.engine is builtin_engine
-    assert mounts(app)[-1] == ""  # the playground last, so /api/v1 is matched first
+    assert mounts(app)[-1] == ""  # the playground last, so /v1 and /api/v1 are matched first
+    assert {"/v1", "/api/v1"} <= set(mounts(app))
     with TestClient(app) as client:
         page = client.get("/")
         assert page.status_code == 200 and "<gradio-app" in page.text
@@ -53,6 +62,10 @@ def test_one_app_serves_the_playground_and_the_api(builtin_engine):
         if api_available():
             health = client.get("/api/v1/health")
             assert health.status_code == 200 and health.json()["model"] == "builtin"
+            assert client.get("/v1/health").json()["model"] == "builtin"
+            bare = client.post("/chat/completions", json={})  # not the playground's 404
+            assert bare.status_code == 404 and "/v1/chat/completions" in bare.json()[
+                "error"]["message"]
     assert builtin_engine.state == "ready"  # an engine passed in is left to its owner
 
 
@@ -90,15 +103,65 @@ def test_the_lifespan_loads_the_engine_once_and_shuts_it_down():
     assert engine.state == "stopped"
 
 
-def test_an_unavailable_model_falls_back_to_the_builtin_one():
-    app = create_app(Settings(model=MISSING, cache_dir=CACHE_DIR, offline=True, ui=False))
-    with TestClient(app):
+def test_the_default_model_falls_back_to_the_builtin_one_and_health_says_so():
+    app = create_app(Settings(revision=MISSING_REVISION, cache_dir=CACHE_DIR, offline=True,
+                              ui=False))
+    with TestClient(app) as client:
         wait_ready(app.state.engine)
-        assert app.state.engine.is_fallback and MISSING in app.state.engine.fallback_reason
+        assert app.state.engine.is_fallback
+        health = client.get("/v1/health")
+        assert health.status_code == 200 and health.json()["status"] == "degraded"
+        assert "not in the local Hugging Face cache" in health.json()["reason"]
 
 
-def test_no_fallback_makes_an_unavailable_model_fatal():
-    settings = Settings(model=MISSING, cache_dir=CACHE_DIR, offline=True, fallback=False, ui=False)
-    with pytest.raises(RuntimeError, match="--no-fallback"):
+def test_no_fallback_makes_an_unavailable_default_model_fatal():
+    settings = Settings(revision=MISSING_REVISION, cache_dir=CACHE_DIR, offline=True,
+                        fallback=False, ui=False)
+    with pytest.raises(StartupFailure, match="offline"):
         with TestClient(create_app(settings)):
             pass
+
+
+@pytest.mark.parametrize("model", [MISSING, "/no/such/model-folder"])
+def test_a_named_model_that_cannot_be_loaded_stops_the_start_up(model):
+    settings = Settings(model=model, cache_dir=CACHE_DIR, offline=True, ui=False)
+    assert settings.fallback  # the default: still no fallback for a model named on purpose
+    with pytest.raises(StartupFailure, match=model):
+        with TestClient(create_app(settings)):
+            pass
+
+
+def run_app(*flags: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NF4SERVE_CACHE_DIR": str(CACHE_DIR)}
+    return subprocess.run([sys.executable, "app.py", "--no-ui", "--port", str(free_port()),
+                           *flags], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("flags, cause", [
+    (["--model", "/no/such/model-folder"], "No model folder at /no/such/model-folder"),
+    (["--revision", MISSING_REVISION, "--no-fallback"], "not in the local Hugging Face cache"),
+], ids=["typo-in-a-path", "no-fallback"])
+def test_a_fatal_start_up_failure_says_why_once_without_a_traceback(flags, cause):
+    out = run_app(*flags)
+    log = out.stdout + out.stderr
+    assert out.returncode == STARTUP_FAILURE, log[-3000:]
+    assert log.count(cause) == 1, log[-3000:]
+    assert "Traceback" not in log and "nf4serve did not start" in log
+    assert "built-in model instead" not in log  # no silent switch to noise
+
+
+def fake_engine(state: str = "ready", fallback: bool = False):
+    return SimpleNamespace(state=state, is_fallback=fallback, model_name="some/model")
+
+
+def test_the_ready_line_says_where_everything_is():
+    settings = Settings(model="some/model", host="0.0.0.0", root_path="/proxy/")
+    level, line = ready_line(fake_engine(), settings, 8123)
+    assert level == logging.INFO and "ready, serving some/model" in line
+    for part in ("playground http://127.0.0.1:8123/proxy/ ", "API http://127.0.0.1:8123/proxy/v1 ",
+                 "http://127.0.0.1:8123/proxy/api/v1", "docs http://127.0.0.1:8123/proxy/v1/docs"):
+        assert part in line, part
+    level, line = ready_line(fake_engine(fallback=True), Settings(ui=False), 7860)
+    assert level == logging.WARNING and "FALLBACK" in line and "no playground" in line
+    level, line = ready_line(fake_engine(state="error"), Settings(), 7860)
+    assert level == logging.ERROR and "without a model" in line

@@ -1,5 +1,6 @@
-"""Server settings: CLI flags over environment variables over defaults, the Space defaults, and the
-README's configuration table generated from the same fields."""
+"""Server settings: CLI flags over environment variables over defaults, the Space defaults, `--help`
+(readable defaults, each flag's variable, `--x/--no-x` booleans), and the README's configuration
+table generated from the same fields."""
 
 from __future__ import annotations
 
@@ -84,19 +85,59 @@ def test_markdown_table_has_one_row_per_setting():
     assert len(rows) == len(Settings.model_fields)
     for name, field in Settings.model_fields.items():
         assert field.description, f"{name} has no description"
-    assert "| `--no-ui` | `NF4SERVE_UI` | `true` |" in table
-    assert "| `--offline` | `NF4SERVE_OFFLINE` | `false` |" in table
+    assert "| `--ui/--no-ui` | `NF4SERVE_UI` | `true` |" in table
+    assert "| `--offline/--no-offline` | `NF4SERVE_OFFLINE` | `false` |" in table
+    assert "| `--context-error-status` | `NF4SERVE_CONTEXT_ERROR_STATUS` | `413` |" in table
     assert "| `--port` | `NF4SERVE_PORT` | `7860` |" in table
     assert f"| `--model` | `NF4SERVE_MODEL` | `{DEFAULT_MODEL}` |" in table
 
 
+def app_help() -> str:
+    return subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout
+
+
 def test_every_flag_in_the_table_is_accepted():
-    flags = re.findall(r"^\| `(--[a-z-]+)`", markdown_table(), re.M)
-    help_text = subprocess.run(
-        [sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
+    flags = [flag for cell in re.findall(r"^\| `(--[a-z/-]+)`", markdown_table(), re.M)
+             for flag in cell.split("/")]
+    assert "--no-ui" in flags and "--ui" in flags
+    help_text = app_help()
     for flag in flags:
         assert flag in help_text, flag
+
+
+def test_help_shows_readable_defaults_and_every_variable():
+    help_text = " ".join(app_help().split())  # argparse wraps lines
+    assert "default factory" not in help_text and "(default:" not in help_text
+    for name in Settings.model_fields:
+        assert f"Env: NF4SERVE_{name.upper()}." in help_text, name
+    assert "--ui, --no-ui" in help_text and "--fallback, --no-fallback" in help_text
+    assert "installed). Default: true. Env: NF4SERVE_UI." in help_text
+    assert "Default: 127.0.0.1 (0.0.0.0 on a Space). Env: NF4SERVE_HOST." in help_text
+    assert "~/.cache/nf4serve. Env: NF4SERVE_CACHE_DIR." in help_text
+    assert "Default: 7860. Env: NF4SERVE_PORT." in help_text
+
+
+def test_boolean_flags_have_both_forms():
+    assert Settings.from_cli(["--no-ui"]).ui is False and Settings.from_cli(["--ui"]).ui is True
+    assert Settings.from_cli(["--offline"]).offline and not Settings.from_cli(["--no-offline"]).offline
+
+
+def test_context_error_status_is_413_or_400(monkeypatch):
+    assert Settings.from_cli([]).context_error_status == 413
+    assert Settings.from_cli(["--context-error-status", "400"]).context_error_status == 400
+    monkeypatch.setenv("NF4SERVE_CONTEXT_ERROR_STATUS", "400")
+    assert Settings.from_cli([]).context_error_status == 400
+    with pytest.raises(ValidationError):
+        Settings.from_cli(["--context-error-status", "422"])
+
+
+def test_the_url_for_a_browser(monkeypatch):
+    assert Settings(host="0.0.0.0").url(8000) == "http://127.0.0.1:8000"
+    assert Settings(host="::1", root_path="/p/").url(1) == "http://[::1]:1/p"
+    monkeypatch.setenv("SPACE_ID", "someone/nf4serve")
+    monkeypatch.setenv("SPACE_HOST", "someone-nf4serve.hf.space")
+    assert Settings().url(7860) == "https://someone-nf4serve.hf.space"
 
 
 def test_python_m_settings_prints_the_table():

@@ -16,9 +16,6 @@ from starlette.routing import Mount
 
 # Nothing leaves the machine: Gradio's usage analytics and the Hub's telemetry stay off.
 OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}
-SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica", "Arial",
-                "sans-serif"]
-MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
 
 
 def gradio_available() -> bool:
@@ -32,8 +29,9 @@ def mount_ui(app: FastAPI, engine: Any, settings: Any) -> None:
     import gradio as gr
 
     from .auth import LOGIN_MESSAGE, MAX_UPLOAD_BYTES, PlaygroundGuard, key_login
-    from .blocks import CSS, build_blocks
+    from .blocks import build_blocks
     from .playground import Playground
+    from .theme import CSS, build_theme
 
     playground = Playground(
         engine,
@@ -44,8 +42,6 @@ def mount_ui(app: FastAPI, engine: Any, settings: Any) -> None:
     blocks = build_blocks(playground)
     # The engine schedules fairly and queues the excess itself, so Gradio must not serialise users.
     blocks.queue(default_concurrency_limit=None)
-    # System fonts: a theme font from Google Fonts would be fetched by every browser.
-    theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
     # With a key, Gradio's own login asks for it; ui.auth explains what the guard adds.
     login = {}
     if settings.api_key:
@@ -54,7 +50,7 @@ def mount_ui(app: FastAPI, engine: Any, settings: Any) -> None:
         app,
         blocks,
         path="/",
-        theme=theme,
+        theme=build_theme(),
         css=CSS,
         footer_links=["settings"],
         run_history=False,

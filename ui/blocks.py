@@ -1,17 +1,19 @@
-"""The playground's layout and event wiring in Gradio 6 Blocks: Chat, Completion, Model and API tabs
-beside one set of sampling sliders, under a banner that warns when the built-in model stands in.
+"""The playground's layout in Gradio 6 Blocks: a sidebar of kept conversations, the Chat,
+Completion, Model and API tabs, and the sampling sliders beside the two tabs that use them, under a
+banner that warns when the built-in model stands in.
 
-Every element a test or a user may need to find has a stable `elem_id`. Handlers live in
-`ui.playground`; this module only places components and connects events. Generation events run
-without a Gradio concurrency limit, because the engine itself interleaves requests fairly and
-queues the excess; a Stop (or a new Clear) cancels the event, which cancels the engine request.
+Every element a test or a user may need to find has a stable `elem_id`. This module places the
+components and wires the page-level events (load, tabs, completion); the chat's events are wired in
+`ui.chat_events`, the handlers live in `ui.playground`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gradio as gr
 
-from .conversation import content_text, for_retry, for_undo
+from . import chat_events
 from .playground import MAX_TOKENS_SLIDER, Playground
 
 TITLE = "nf4serve playground"
@@ -20,65 +22,109 @@ EXAMPLES = [
     "Write a haiku about a GPU running out of memory.",
     "What is the capital of Australia? Answer in one word.",
 ]
-CSS = """
-#fallback-banner { border: 1px solid #f59e0b; background: #fffbeb; color: #78350f;
-  border-radius: 8px; padding: 8px 14px; }
-#fallback-banner p { margin: 0; }
-#model-status p { margin: 0; }
-#header h1 { margin-bottom: 0; }
-"""
+# KaTeX ships inside Gradio's front end (no CDN): $...$ and \(...\) inline, $$...$$ and \[...\]
+# as display maths, the delimiters chat-ui and Open WebUI render.
+LATEX_DELIMITERS = [
+    {"left": "$$", "right": "$$", "display": True},
+    {"left": "\\[", "right": "\\]", "display": True},
+    {"left": "$", "right": "$", "display": False},
+    {"left": "\\(", "right": "\\)", "display": False},
+]
+# The chat fills the window below the header, tabs and input rows (at least 320 px).
+CHAT_HEIGHT = "calc(100dvh - 330px)"
+# Gradio opens the sidebar at any width; on a phone it would cover the whole page.
+CLOSE_SIDEBAR_ON_PHONES = """() => {
+  if (window.innerWidth < 768) document.querySelector('#sidebar.open .toggle-button')?.click();
+}"""
 
 
-def _sampling_sliders() -> tuple[gr.Slider, gr.Slider, gr.Slider, gr.Slider]:
+@dataclass
+class Sampling:
+    temperature: gr.Slider
+    top_p: gr.Slider
+    top_k: gr.Slider
+    max_tokens: gr.Slider
+
+    def all(self) -> list[gr.Slider]:
+        return [self.temperature, self.top_p, self.top_k, self.max_tokens]
+
+
+def _sampling_sliders() -> Sampling:
     # Values here are placeholders; the page's load event sets the model's own defaults.
-    temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature", elem_id="temperature",
-                            info="0 is greedy")
-    top_p = gr.Slider(0.05, 1, value=0.8, step=0.05, label="Top p", elem_id="top-p")
-    top_k = gr.Slider(0, 200, value=20, step=1, label="Top k", elem_id="top-k", info="0 is off")
-    max_tokens = gr.Slider(1, MAX_TOKENS_SLIDER, value=2048, step=1, label="Max new tokens",
-                           elem_id="max-tokens")
-    return temperature, top_p, top_k, max_tokens
+    return Sampling(
+        gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature", elem_id="temperature",
+                  info="0 is greedy"),
+        gr.Slider(0.05, 1, value=0.8, step=0.05, label="Top p", elem_id="top-p"),
+        gr.Slider(0, 200, value=20, step=1, label="Top k", elem_id="top-k", info="0 is off"),
+        gr.Slider(1, MAX_TOKENS_SLIDER, value=2048, step=1, label="Max new tokens",
+                  elem_id="max-tokens"),
+    )
+
+
+def _sidebar() -> chat_events.Sidebar:
+    with gr.Sidebar(label="Conversations", open=True, elem_id="sidebar", width=280):
+        gr.Markdown("### Conversations")
+        new_chat = gr.Button("New chat", variant="primary", elem_id="new-chat")
+        conversations = gr.Radio(choices=[], value=None, show_label=False, container=False,
+                                 elem_id="conversations")
+        gr.Markdown("Kept in this browser only. Export the open chat:", elem_id="saved-note")
+        with gr.Row(elem_id="export-row"):
+            export_json = gr.DownloadButton("JSON", size="sm", visible=False, min_width=0,
+                                            elem_id="export-json")
+            export_md = gr.DownloadButton("Markdown", size="sm", visible=False, min_width=0,
+                                          elem_id="export-md")
+    return chat_events.Sidebar(new_chat, conversations, export_json, export_md)
+
+
+def _chat_tab() -> chat_events.ChatTab:
+    chatbot = gr.Chatbot(
+        elem_id="chatbot",
+        label="Chat",
+        height=CHAT_HEIGHT,
+        min_height=320,
+        buttons=["copy", "copy_all"],
+        latex_delimiters=LATEX_DELIMITERS,
+        examples=[{"text": text} for text in EXAMPLES],
+        placeholder="Ask anything. Replies stream in as the model writes.",
+    )
+    with gr.Row(elem_id="chat-input-row"):
+        message = gr.Textbox(placeholder="Message (Enter sends, Shift+Enter adds a line)",
+                             show_label=False, lines=1, max_lines=8, scale=6,
+                             elem_id="chat-input")
+        send = gr.Button("Send", variant="primary", scale=0, min_width=80, elem_id="chat-send")
+        stop = gr.Button("Stop", variant="stop", scale=0, min_width=80, visible=False,
+                         elem_id="chat-stop")
+    with gr.Row(elem_id="chat-actions"):
+        thinking = gr.Checkbox(False, label="Think", visible=False, min_width=0,
+                               container=False, elem_id="thinking")
+        retry = gr.Button("Retry", size="sm", min_width=0, elem_id="chat-retry")
+        undo = gr.Button("Undo", size="sm", min_width=0, elem_id="chat-undo")
+        clear = gr.Button("Clear", size="sm", min_width=0, elem_id="chat-clear")
+    with gr.Accordion("System prompt", open=False, elem_id="system-prompt-box"):
+        system_prompt = gr.Textbox(placeholder="You are a helpful assistant.", show_label=False,
+                                   lines=3, elem_id="system-prompt")
+    return chat_events.ChatTab(chatbot, message, send, stop, thinking, retry, undo, clear,
+                               system_prompt)
 
 
 def build_blocks(playground: Playground) -> gr.Blocks:
     """The whole page, wired to `playground`."""
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
-        with gr.Row(equal_height=True):
+    # delete_cache: the export files Gradio copied for each page go after an hour.
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        sidebar = _sidebar()
+        with gr.Row(equal_height=True, elem_id="header-row"):
             gr.Markdown(f"# {TITLE}", elem_id="header")
             status = gr.Markdown("**Model:** loading…", elem_id="model-status")
-        banner = gr.Markdown(visible=False, elem_id="fallback-banner")
+        banner = gr.HTML(visible=False, elem_id="fallback-banner")
 
-        with gr.Row():
-            with gr.Column(scale=4):
+        with gr.Row(elem_id="main-row"):
+            with gr.Column(scale=4, min_width=300):
                 with gr.Tabs(elem_id="tabs"):
-                    with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
-                        chatbot = gr.Chatbot(
-                            elem_id="chatbot",
-                            label="Chat",
-                            height=460,
-                            buttons=["copy", "copy_all"],
-                            examples=[{"text": text} for text in EXAMPLES],
-                            placeholder="Ask anything. Replies stream in as the model writes.",
-                        )
-                        with gr.Row():
-                            message = gr.Textbox(
-                                placeholder="Message (Enter sends, Shift+Enter adds a line)",
-                                show_label=False, lines=1, max_lines=8, scale=6,
-                                elem_id="chat-input",
-                            )
-                            send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
-                            stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
-                        with gr.Row():
-                            retry = gr.Button("Retry", size="sm", elem_id="chat-retry")
-                            undo = gr.Button("Undo", size="sm", elem_id="chat-undo")
-                            clear = gr.Button("Clear", size="sm", elem_id="chat-clear")
-                        with gr.Accordion("System prompt", open=False):
-                            system_prompt = gr.Textbox(
-                                placeholder="You are a helpful assistant.", show_label=False,
-                                lines=3, elem_id="system-prompt",
-                            )
+                    with gr.Tab("Chat", id="chat", elem_id="tab-chat") as chat_tab_:
+                        chat = _chat_tab()
 
-                    with gr.Tab("Completion", id="completion", elem_id="tab-completion"):
+                    with gr.Tab("Completion", id="completion",
+                                elem_id="tab-completion") as completion_tab:
                         gr.Markdown("Raw text in, continuation out: no chat template "
                                     "(the API's `/generate`).")
                         prompt = gr.Textbox(label="Prompt", lines=6, elem_id="completion-prompt",
@@ -86,7 +132,7 @@ def build_blocks(playground: Playground) -> gr.Blocks:
                         with gr.Row():
                             run = gr.Button("Generate", variant="primary",
                                             elem_id="completion-run")
-                            run_stop = gr.Button("Stop", variant="stop",
+                            run_stop = gr.Button("Stop", variant="stop", visible=False,
                                                  elem_id="completion-stop")
                         output = gr.Textbox(label="Output", lines=10, interactive=False,
                                             elem_id="completion-output")
@@ -96,7 +142,7 @@ def build_blocks(playground: Playground) -> gr.Blocks:
                         model_md = gr.Markdown(elem_id="model-info")
                         refresh = gr.Button("Refresh", size="sm", elem_id="model-refresh")
 
-                    with gr.Tab("API", id="api", elem_id="tab-api"):
+                    with gr.Tab("API", id="api", elem_id="tab-api") as api_tab:
                         api_intro = gr.Markdown(elem_id="api-intro")
                         curl_chat = gr.Code(language="shell", label="curl: chat completion",
                                             interactive=False, elem_id="api-curl")
@@ -106,13 +152,13 @@ def build_blocks(playground: Playground) -> gr.Blocks:
                                                 "streamed", interactive=False,
                                                 elem_id="api-generate")
 
-            with gr.Column(scale=1, min_width=240):
+            with gr.Column(scale=1, min_width=240, elem_id="sampling") as sampling_column:
                 gr.Markdown("### Sampling")
-                temperature, top_p, top_k, max_tokens = _sampling_sliders()
+                sampling = _sampling_sliders()
 
-        sampling = [temperature, top_p, top_k, max_tokens]
         # While the model loads, poll every 2 s; the tick stops itself once it is ready.
         poll = gr.Timer(2.0, active=False)
+        quick = chat_events.QUICK
 
         # -- page state ---------------------------------------------------------------------------
         def load(request: gr.Request):
@@ -133,49 +179,38 @@ def build_blocks(playground: Playground) -> gr.Blocks:
                 d.top_k,
                 gr.update(value=min(d.max_tokens, state.max_tokens_limit),
                           maximum=state.max_tokens_limit),
+                gr.update(visible=state.thinking),
                 gr.Timer(active=loading),
             )
 
         page_outputs = [status, banner, model_md, api_intro, curl_chat, openai_py, curl_generate,
-                        *sampling, poll]
-        demo.load(load, None, page_outputs, queue=False, api_visibility="private")
-        poll.tick(load, None, page_outputs, queue=False, api_visibility="private")
+                        *sampling.all(), chat.thinking, poll]
+        demo.load(load, None, page_outputs, **quick)
+        demo.load(None, None, None, js=CLOSE_SIDEBAR_ON_PHONES, **quick)
+        poll.tick(load, None, page_outputs, **quick)
         for trigger in (refresh.click, model_tab.select):
-            trigger(playground.model_report, None, model_md, queue=False,
-                    api_visibility="private")
+            trigger(playground.model_report, None, model_md, **quick)
+        # The sliders only where they apply: beside Chat and Completion.
+        for tab, shown in ((chat_tab_, True), (completion_tab, True), (model_tab, False),
+                           (api_tab, False)):
+            tab.select(lambda shown=shown: gr.update(visible=shown), None, sampling_column,
+                       **quick)
 
-        # -- chat ---------------------------------------------------------------------------------
-        def add_user_message(text: str, history: list):
-            if not (text or "").strip():
-                return gr.update(), history
-            return "", list(history or []) + [{"role": "user", "content": text}]
-
-        def pick_example(evt: gr.SelectData, history: list):
-            return list(history or []) + [{"role": "user", "content": content_text(evt.value)}]
-
-        chat_inputs = [chatbot, system_prompt, *sampling]
-        chat = dict(fn=playground.chat, inputs=chat_inputs, outputs=chatbot,
-                    concurrency_limit=None, api_visibility="private")
-        quick = dict(queue=False, api_visibility="private")
-
-        runs = [
-            message.submit(add_user_message, [message, chatbot], [message, chatbot],
-                           **quick).then(**chat),
-            send.click(add_user_message, [message, chatbot], [message, chatbot],
-                       **quick).then(**chat),
-            chatbot.example_select(pick_example, [chatbot], chatbot, **quick).then(**chat),
-        ]
-        for trigger in (retry.click, chatbot.retry):
-            runs.append(trigger(for_retry, chatbot, chatbot, **quick).then(**chat))
-        stop.click(None, None, None, cancels=runs, **quick)
-        for trigger in (undo.click, chatbot.undo):
-            trigger(for_undo, chatbot, [chatbot, message], cancels=runs, **quick)
-        clear.click(lambda: [], None, chatbot, cancels=runs, **quick)
-        chatbot.clear(None, None, None, cancels=runs, **quick)
+        chat_events.wire(demo, playground, chat, sidebar, sampling.all())
 
         # -- completion ---------------------------------------------------------------------------
-        completion = run.click(playground.complete, [prompt, *sampling],
-                               [output, completion_stats], concurrency_limit=None,
-                               api_visibility="private")
-        run_stop.click(None, None, None, cancels=[completion], **quick)
+        async def complete(text, temperature, top_p, top_k, max_tokens, request: gr.Request):
+            async for update in playground.complete(text, temperature, top_p, top_k, max_tokens,
+                                                    session=request.session_hash or ""):
+                yield update
+
+        def stop_completion(request: gr.Request):
+            playground.stop(request.session_hash or "", "completion")
+
+        buttons = [run, run_stop]
+        completion = run.click(chat_events.busy, None, buttons, **quick).then(
+            complete, [prompt, *sampling.all()], [output, completion_stats],
+            concurrency_limit=None, api_visibility="private")
+        completion.then(chat_events.idle, None, buttons, **quick)
+        run_stop.click(stop_completion, None, None, **quick)
     return demo

@@ -1,10 +1,10 @@
 """The playground's chat bookkeeping, as pure functions over Gradio's message dicts.
 
 The Chatbot shows more than the conversation: a collapsed "Reasoning" block, a per-reply statistics
-line and error notes. All three are messages with a `metadata.title`, Gradio's convention for such
-side notes, and none of them is sent back to the model. This module turns the displayed history into
-engine messages and an engine reply (text plus its final chunk) into displayed messages. It imports
-neither gradio nor the engine, so it is tested as plain data.
+line and error notes (`ui.reply`). All three are messages with a `metadata.title`, Gradio's
+convention for such side notes, and none of them is sent back to the model. This module turns the
+displayed history into engine messages, cuts it for Retry and Undo, and words errors for the tab
+they happen in. It imports neither gradio nor the engine, so it is tested as plain data.
 """
 
 from __future__ import annotations
@@ -12,11 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from inference.errors import ContextLengthError, EngineOverloadedError, ModelNotLoadedError
-from inference.types import SamplingParams, Timings, Usage
-
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
-REASONING_TITLE = "Reasoning"
+from inference.types import SamplingParams
 
 Message = dict[str, Any]
 
@@ -79,27 +75,6 @@ def for_undo(history: list[Message]) -> tuple[list[Message], str]:
     return list(history[:i]), content_text(history[i].get("content"))
 
 
-def split_reasoning(text: str, opened: bool = False) -> tuple[str | None, str, bool]:
-    """Split a reply into (reasoning, answer, reasoning_done).
-
-    `opened` says the prompt already ended with `<think>` (Qwen3 thinking models), so the reply
-    starts inside the reasoning. Reasoning is None when the reply has none.
-    """
-    body = text
-    if not opened:
-        stripped = body.lstrip()
-        if not stripped.startswith(THINK_OPEN):
-            if THINK_CLOSE not in body:
-                return None, text, True
-            # A template that opened <think> itself: the reply starts with the reasoning.
-        else:
-            body = stripped[len(THINK_OPEN) :]
-    if THINK_CLOSE in body:
-        reasoning, answer = body.split(THINK_CLOSE, 1)
-        return reasoning.strip(), answer.lstrip(), True
-    return body.strip(), "", False
-
-
 def sampling_params(
     temperature: float, top_p: float, top_k: int, max_tokens: int, stop: list[str] | None = None
 ) -> SamplingParams:
@@ -113,36 +88,22 @@ def sampling_params(
     )
 
 
-def format_stats(
-    usage: Usage | None, timings: Timings | None, finish_reason: str | None
-) -> tuple[str, str]:
-    """A finished reply's statistics: a one-line summary (token counts, speed, why it ended)
-    and the timing details shown when the line is expanded."""
-    parts = []
-    if usage is not None:
-        word = "token" if usage.completion_tokens == 1 else "tokens"
-        parts.append(f"{usage.prompt_tokens} prompt · {usage.completion_tokens} completion {word}")
-    if timings is not None:
-        parts.append(f"{timings.tokens_per_second:.1f} tok/s")
-    if finish_reason:
-        parts.append(f"finish: {finish_reason}")
-    details = ""
-    if timings is not None:
-        details = (
-            f"queue {timings.queue * 1000:.0f} ms · first token "
-            f"{timings.time_to_first_token * 1000:.0f} ms · total {timings.total:.2f} s"
-        )
-    return " · ".join(parts), details
+# What to do about a prompt too long for the window, in the words of the tab it happened in.
+TOO_LONG = {
+    "chat": ("The conversation is too long for this model",
+             "Start a new chat, clear this one or shorten the system prompt."),
+    "completion": ("The prompt is too long for this model", "Shorten the prompt."),
+}
 
 
-def error_text(exc: BaseException) -> str:
-    """A readable sentence for an error, never a traceback."""
+def error_text(exc: BaseException, tab: str = "chat") -> str:
+    """A readable sentence for an error, never a traceback; `tab` is "chat" or "completion"."""
     if isinstance(exc, ContextLengthError):
         count = f"at least {exc.prompt_tokens}" if exc.at_least else str(exc.prompt_tokens)
+        what, advice = TOO_LONG[tab]
         return (
-            f"The conversation is too long for this model: the prompt has {count} "
-            f"tokens and the context window is {exc.max_context}. Clear the chat or shorten "
-            "the system prompt."
+            f"{what}: the prompt has {count} tokens and the context window is "
+            f"{exc.max_context}. {advice}"
         )
     if isinstance(exc, EngineOverloadedError):
         return "The server is busy right now: too many requests are waiting. Try again shortly."
@@ -152,40 +113,3 @@ def error_text(exc: BaseException) -> str:
         return "The model is still loading. Try again in a moment."
     message = str(exc).strip() or type(exc).__name__
     return f"Generation failed: {message}"
-
-
-def reply_messages(
-    text: str,
-    *,
-    opened_reasoning: bool = False,
-    stats: tuple[str, str] | None = None,
-    error: str | None = None,
-) -> list[Message]:
-    """The messages that display one assistant reply: reasoning, answer, statistics, error."""
-    messages: list[Message] = []
-    reasoning, answer, done = split_reasoning(text, opened_reasoning)
-    if reasoning is not None:
-        status = "done" if done or stats is not None or error is not None else "pending"
-        messages.append(
-            {
-                "role": "assistant",
-                "content": reasoning,
-                "metadata": {"title": REASONING_TITLE, "status": status},
-            }
-        )
-    if answer or (reasoning is None and error is None):
-        messages.append({"role": "assistant", "content": answer})
-    if error is not None:
-        messages.append(
-            {"role": "assistant", "content": error, "metadata": {"title": "⚠️ Error"}}
-        )
-    if stats is not None:
-        summary, details = stats
-        messages.append(
-            {
-                "role": "assistant",
-                "content": details or summary,
-                "metadata": {"title": summary, "status": "done"},
-            }
-        )
-    return messages

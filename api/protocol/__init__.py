@@ -1,7 +1,7 @@
 """The wire format of /api/v1: every request and response body as a pydantic model.
 
-Constrained fields are defined once (`api.protocol.common`) and shared by `/generate` and
-`/chat/completions`, so validation and the OpenAPI page agree. Unknown request fields are ignored.
+Constrained fields are defined once (`api.protocol.common`) and shared by `/generate`,
+`/completions` and `/chat/completions`, so validation and the OpenAPI page agree. Unknown request fields are ignored.
 Each request model turns itself into the engine's own parameters (`to_sampling_params()`,
 `to_generation_request()`); the engine never sees HTTP types.
 """
@@ -31,6 +31,14 @@ from api.protocol.common import (
     new_id,
     now,
 )
+from api.protocol.completions import (
+    CompletionChoice,
+    CompletionChunk,
+    CompletionChunkChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+)
 from api.protocol.generate import (
     GenerateChunk,
     GenerateRequest,
@@ -39,6 +47,12 @@ from api.protocol.generate import (
     ModelCard,
     ModelInfo,
     ModelList,
+)
+from api.protocol.tokenize import (
+    DetokenizeRequest,
+    DetokenizeResponse,
+    TokenizeRequest,
+    TokenizeResponse,
 )
 
 __all__ = [
@@ -50,9 +64,17 @@ __all__ = [
     "ChatMessageOut",
     "ChoiceLogprobs",
     "ChunkChoice",
+    "CompletionChoice",
+    "CompletionChunk",
+    "CompletionChunkChoice",
+    "CompletionLogprobs",
+    "CompletionRequest",
+    "CompletionResponse",
     "DeltaFunctionCall",
     "DeltaMessage",
     "DeltaToolCall",
+    "DetokenizeRequest",
+    "DetokenizeResponse",
     "ErrorDetail",
     "ErrorResponse",
     "FunctionCallOut",
@@ -64,6 +86,8 @@ __all__ = [
     "ModelInfo",
     "ModelList",
     "TimingsInfo",
+    "TokenizeRequest",
+    "TokenizeResponse",
     "TokenLogprob",
     "ToolCallOut",
     "TopLogprob",

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from api.protocol.common import (
+    LogitBias,
     MaxTokens,
     MinP,
     Penalty,
@@ -23,6 +24,7 @@ from api.protocol.common import (
     TopK,
     TopP,
     UsageInfo,
+    logit_bias_ids,
     stop_list,
 )
 from api.protocol.messages import (
@@ -63,6 +65,7 @@ class ChatCompletionRequest(RequestModel):
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0
     repetition_penalty: RepetitionPenalty = None
+    logit_bias: LogitBias = None
     logprobs: bool = Field(False, description="Return the log probability of each output token.")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="Also the k likeliest tokens.")
     response_format: ResponseFormat | None = None
@@ -155,6 +158,7 @@ class ChatCompletionRequest(RequestModel):
             seed=None if self.seed is None else self.seed + index,
             logprobs=logprobs,
             grammar=self.grammar(),
+            logit_bias=logit_bias_ids(self.logit_bias),
         )
 
     def to_generation_request(self, index: int = 0) -> GenerationRequest:

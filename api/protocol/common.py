@@ -93,6 +93,42 @@ Stop = Annotated[
 ]
 
 
+MAX_LOGIT_BIAS = 1024  # entries in one logit_bias: each is one sparse add per step
+LOGIT_BIAS_RANGE = 100.0
+
+
+def _check_logit_bias(bias: dict[str, float] | None) -> dict[str, float] | None:
+    """Keys are token ids written as JSON object keys ("151645"), values within -100..100."""
+    if bias is None:
+        return None
+    if len(bias) > MAX_LOGIT_BIAS:
+        raise PydanticCustomError("too_many_logit_biases",
+                                  "at most {max} tokens may be biased, got {count}",
+                                  {"max": MAX_LOGIT_BIAS, "count": len(bias)})
+    for key, value in bias.items():
+        if not key.isascii() or not key.isdigit():
+            raise PydanticCustomError("invalid_logit_bias_key",
+                                      "keys must be token ids (integers), got {key!r}", {"key": key})
+        if not -LOGIT_BIAS_RANGE <= value <= LOGIT_BIAS_RANGE:
+            raise PydanticCustomError("invalid_logit_bias_value",
+                                      "the bias of token {key} is {value}; biases range from -100 "
+                                      "to 100", {"key": key, "value": value})
+    return bias
+
+
+LogitBias = Annotated[
+    dict[str, float] | None,
+    AfterValidator(_check_logit_bias),
+    Field(description="Token id -> a bias from -100 to 100 added to its logit before sampling "
+          "(OpenAI's logit_bias): -100 bans the token, 100 all but forces it."),
+]
+
+
+def logit_bias_ids(bias: dict[str, float] | None) -> dict[int, float] | None:
+    """The request's logit_bias as the engine takes it: token id (int) -> bias."""
+    return {int(token): float(value) for token, value in bias.items()} if bias else None
+
+
 def stop_list(stop: str | list[str] | None) -> list[str]:
     if stop is None:
         return []
@@ -161,7 +197,9 @@ class ErrorResponse(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
-        400: "Invalid request; `param` names the offending parameter.",
+        400: "Invalid request; `param` names the offending parameter. Also a prompt over the "
+        "context window (`context_length_exceeded`) when the server runs with "
+        "`--context-error-status 400`.",
         401: "Missing or wrong API key (only when the server has one).",
         413: "The prompt does not fit the context window (`context_length_exceeded`), or the "
         "body is over 16 MiB (`request_too_large`).",

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.protocol.common import (
     FinishReason,
+    LogitBias,
     MaxTokens,
     MinP,
     RepetitionPenalty,
@@ -20,6 +21,7 @@ from api.protocol.common import (
     TopK,
     TopP,
     UsageInfo,
+    logit_bias_ids,
     stop_list,
 )
 from inference.types import GenerationRequest, SamplingParams
@@ -41,6 +43,7 @@ class GenerateRequest(RequestModel):
     repetition_penalty: RepetitionPenalty = None
     stop: Stop = None
     seed: Seed = None
+    logit_bias: LogitBias = None
     stream: bool = Field(False, description="Send Server-Sent Events, one per text delta.")
 
     def to_sampling_params(self) -> SamplingParams:
@@ -53,6 +56,7 @@ class GenerateRequest(RequestModel):
             repetition_penalty=self.repetition_penalty,
             stop=stop_list(self.stop),
             seed=self.seed,
+            logit_bias=logit_bias_ids(self.logit_bias),
         )
 
     def to_generation_request(self) -> GenerationRequest:
@@ -123,7 +127,9 @@ class ModelInfo(BaseModel):
 class HealthResponse(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
-    status: Literal["ok", "loading", "stopping", "error"]
+    status: Literal["ok", "degraded", "loading", "stopping", "error"] = Field(
+        description="ok: serving; degraded: serving the built-in model in place of the default "
+        "one (see `reason`); loading, stopping, error: not serving (503).")
     model_loaded: bool
     model: str
     uptime_s: float
@@ -131,4 +137,5 @@ class HealthResponse(BaseModel):
     queue_depth: int
     active_requests: int
     error: str | None = Field(None, description="Why the model is not serving, if it is not.")
+    reason: str | None = Field(None, description="Why the status is degraded, if it is.")
     fallback: bool = False

@@ -20,7 +20,7 @@ from .tokenizer import ENDOFTEXT_ID, IM_END_ID, build_tokenizer
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_VERSION = 1  # bump when the config or the recipe changes: a new folder is made
+BUILTIN_VERSION = 2  # bump when the config or the recipe changes: a new folder is made
 SEED = 20250725
 WARNING = "built-in model with random weights: its output is meaningless noise"
 

@@ -60,7 +60,10 @@ CHAT_TEMPLATE_FILE = Path(__file__).with_name("chat_template.jinja")
 
 
 def chat_template() -> str:
-    """Qwen3-Instruct-2507's chat template (tools, tool calls and tool results included)."""
+    """Qwen3-Instruct-2507's chat template (tools, tool calls and tool results included), plus the
+    `enable_thinking` switch of Qwen3's thinking models: false writes the hybrid models' empty
+    `<think>` block, true opens `<think>` as the Thinking-2507 templates do (so the reply starts
+    inside the reasoning), unset leaves the prompt exactly as Instruct-2507 writes it."""
     return CHAT_TEMPLATE_FILE.read_text(encoding="utf-8")
 
 

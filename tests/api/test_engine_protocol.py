@@ -127,6 +127,8 @@ class Drifted:
 
     async def generate(self, prompt): ...  # renamed parameter
 
+    def tokenize(self, request): ...
+
     def info(self): ...
 
     health = "ok"  # data where a method belongs

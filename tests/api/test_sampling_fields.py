@@ -1,4 +1,4 @@
-"""Every sampling field of `/generate` and `/chat/completions` reaches the engine: each request
+"""Every sampling field of `/generate`, `/completions` and `/chat/completions` reaches the engine: each request
 model's `to_sampling_params()` (and `to_generation_request()`) carries it into `SamplingParams`
 unchanged. Pure: no server, no model. Values are all different from the defaults, so a field that
 is dropped (left to the engine's default) fails."""
@@ -9,7 +9,7 @@ import dataclasses
 
 import pytest
 
-from api.protocol import ChatCompletionRequest, GenerateRequest
+from api.protocol import ChatCompletionRequest, CompletionRequest, GenerateRequest
 from inference import SamplingParams
 
 USER = [{"role": "user", "content": "Hi"}]
@@ -60,7 +60,7 @@ def test_generate_carries_every_field_together_into_the_engine_request():
 def test_every_sampling_field_generate_accepts_reaches_the_engine():
     # A field added to GenerateRequest under a SamplingParams name must be carried too.
     shared = set(GenerateRequest.model_fields) & {f.name for f in dataclasses.fields(SamplingParams)}
-    assert shared == set(COMMON) | {"stop"}
+    assert shared == set(COMMON) | {"stop", "logit_bias"}
 
 
 @pytest.mark.parametrize("name", sorted({**COMMON, **CHAT_ONLY}))
@@ -92,4 +92,27 @@ def test_chat_logprobs_and_max_completion_tokens():
 def test_every_sampling_field_chat_accepts_reaches_the_engine():
     shared = set(ChatCompletionRequest.model_fields) & {
         f.name for f in dataclasses.fields(SamplingParams)}
-    assert shared == set(COMMON) | set(CHAT_ONLY) | {"stop", "logprobs"}
+    assert shared == set(COMMON) | set(CHAT_ONLY) | {"stop", "logprobs", "logit_bias"}
+
+
+@pytest.mark.parametrize("model, base", [(GenerateRequest, {"prompt": "Once"}),
+                                         (ChatCompletionRequest, {"messages": USER}),
+                                         (CompletionRequest, {"prompt": "Once"})])
+def test_logit_bias_reaches_the_engine_with_integer_ids(model, base):
+    body = model.model_validate({**base, "logit_bias": {"151645": -100, "9707": 2.5}})
+    assert body.to_sampling_params().logit_bias == {151645: -100.0, 9707: 2.5}
+    assert model.model_validate(base).to_sampling_params().logit_bias is None
+
+
+def test_completions_carry_every_field_into_each_choice():
+    body = CompletionRequest.model_validate({"prompt": ["a", "b"], **COMMON, **CHAT_ONLY,
+                                             "stop": ["END"], "logprobs": 2, "n": 2})
+    for index in range(2):
+        params = body.to_sampling_params(index)
+        for name, value in {**COMMON, **CHAT_ONLY}.items():
+            assert getattr(params, name) == (value + index if name == "seed" else value), name
+        assert params.stop == ["END"] and params.logprobs == 2
+    assert body.to_generation_request("a", 1).sampling == body.to_sampling_params(1)
+    shared = set(CompletionRequest.model_fields) & {
+        f.name for f in dataclasses.fields(SamplingParams)}
+    assert shared == set(COMMON) | set(CHAT_ONLY) | {"stop", "logprobs", "logit_bias"}

@@ -43,6 +43,25 @@ async def test_health_ok(api_client):
     assert {"uptime_s", "memory", "queue_depth", "active_requests"} <= set(body)
 
 
+async def test_health_is_200_but_degraded_while_the_fallback_serves():
+    from api import create_api
+    from tests.api.conftest import asgi_client
+    from tests.api.test_http_layer import ScriptedEngine
+
+    class FallbackEngine(ScriptedEngine):
+        is_fallback = True
+
+        def health(self):
+            return {**super().health(), "status": "degraded", "fallback": True,
+                    "reason": "fallback: the default model is not cached"}
+
+    async with asgi_client(create_api(FallbackEngine())) as client:
+        response = await client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded" and "not cached" in body["reason"] and body["fallback"]
+
+
 async def test_unknown_route_has_an_openai_error_body(api_client):
     response = await api_client.get("/completions/nope")
     assert response.status_code == 404
@@ -52,10 +71,12 @@ async def test_unknown_route_has_an_openai_error_body(api_client):
 async def test_openapi_documents_every_route_with_its_models(api_client):
     spec = (await api_client.get("/openapi.json")).json()
     paths = spec["paths"]
-    assert set(paths) == {"/chat/completions", "/generate", "/models", "/models/{model_id}",
-                          "/model/info", "/health"}
+    assert set(paths) == {"/chat/completions", "/completions", "/generate", "/tokenize",
+                          "/detokenize", "/models", "/models/{model_id}", "/model/info", "/health"}
     schemas = spec["components"]["schemas"]
     for name in ("ChatCompletionRequest", "ChatCompletionResponse", "ChatCompletionChunk",
+                 "CompletionRequest", "CompletionResponse", "CompletionChunk", "TokenizeRequest",
+                 "TokenizeResponse", "DetokenizeRequest", "DetokenizeResponse",
                  "GenerateRequest", "GenerateResponse", "GenerateChunk", "ErrorResponse",
                  "ModelList", "ModelInfo", "HealthResponse"):
         assert name in schemas, name

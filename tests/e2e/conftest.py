@@ -84,3 +84,50 @@ def server_factory(builtin_dir):
     yield start
     for proc in procs:
         stop_server(proc)
+
+
+# -- the browser (tests/e2e/playground_page.py has the steps) -----------------------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium through Playwright, one per test module."""
+    import playwright.sync_api as playwright
+
+    from tests.e2e.playground_page import CHROMIUM, CHROMIUM_ARGS
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_page(browser):
+    """Open pages at a size and colour scheme; after the test, none may have asked for a URL on
+    another machine."""
+    from tests.e2e.playground_page import offline_violations
+
+    contexts, pages = [], []
+
+    def make(size: tuple[int, int] = (1400, 1000), scheme: str = "light"):
+        context = browser.new_context(viewport={"width": size[0], "height": size[1]},
+                                      color_scheme=scheme, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.requests = []  # every URL the page asks for, for the offline check
+        page.on("request", lambda r: page.requests.append(r.url))
+        contexts.append(context)
+        pages.append(page)
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+    away = [url for page in pages for url in offline_violations(page.requests)]
+    assert not away, f"requests left the machine: {away}"
+
+
+@pytest.fixture
+def page(new_page):
+    """A desktop-sized page in the light theme."""
+    return new_page()

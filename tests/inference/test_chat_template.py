@@ -1,4 +1,5 @@
-"""The built-in chat template renders Qwen3-Instruct's published prompt format exactly."""
+"""The built-in chat template renders Qwen3-Instruct's published prompt format exactly, plus Qwen3's
+`enable_thinking` switch."""
 
 from __future__ import annotations
 
@@ -105,3 +106,18 @@ def test_tool_call_after_text(builtin_tokenizer):
         "<|im_start|>assistant\nLet me check.\n<tool_call>\n"
         '{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>\n'
     )
+
+
+def test_enable_thinking(builtin_tokenizer):
+    # Unset: Instruct-2507's prompt. False: the hybrid models' empty block. True: the reply starts
+    # inside <think>, as the Thinking-2507 templates make it.
+    user = [{"role": "user", "content": "Hi"}]
+    head = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    assert builtin_tokenizer.apply_chat_template(
+        user, tokenize=False, add_generation_prompt=True, enable_thinking=False
+    ) == head + "<think>\n\n</think>\n\n"
+    assert builtin_tokenizer.apply_chat_template(
+        user, tokenize=False, add_generation_prompt=True, enable_thinking=True
+    ) == head + "<think>\n"
+    assert render(builtin_tokenizer, user) == head
+    assert render(builtin_tokenizer, user, prompt=False) == "<|im_start|>user\nHi<|im_end|>\n"

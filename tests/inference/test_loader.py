@@ -1,4 +1,5 @@
-"""Loading: the real NF4 path, the 4-bit check, local folders, and failures that name the way out."""
+"""Loading: the real NF4 path, the 4-bit check, local folders, the compute dtype per GPU, failures that
+name the way out, and the fallback, which stands in for the default model only."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from inference import (
     Engine,
@@ -16,7 +18,7 @@ from inference import (
     ModelUnavailableError,
     QuantizationError,
 )
-from inference.loader import check_4bit, load_model
+from inference.loader import check_4bit, load_model, pick_compute_dtype
 
 from ..conftest import CACHE_DIR, ROOT
 
@@ -91,16 +93,31 @@ def test_not_a_qwen3(tmp_path):
         load_model(EngineSettings(model=str(tmp_path), cache_dir=CACHE_DIR))
 
 
-async def test_fallback_to_builtin(monkeypatch):
+# The default model at a revision that no cache holds: unavailable offline on every machine.
+MISSING_REVISION = "nf4serve-test-no-such-revision"
+
+
+async def test_the_default_model_falls_back_to_builtin_and_health_says_degraded(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    engine = Engine(EngineSettings(model="nobody/no-such-qwen3", cache_dir=CACHE_DIR))
+    engine = Engine(EngineSettings(revision=MISSING_REVISION, cache_dir=CACHE_DIR))
     await engine.start()
     try:
         assert engine.state == "ready" and engine.is_fallback and engine.is_builtin
-        assert engine.info()["fallback"] is True and "nobody/no-such-qwen3" in engine.fallback_reason
-        assert engine.health()["fallback"] is True
+        assert engine.info()["fallback"] is True and "Qwen3-4B" in engine.fallback_reason
+        health = engine.health()
+        assert health["fallback"] is True and health["status"] == "degraded"
+        assert "fallback" in health["reason"] and "noise" in health["reason"]
     finally:
         await engine.shutdown()
+
+
+@pytest.mark.parametrize("model", ["nobody/no-such-qwen3", "/no/such/model-folder"])
+async def test_a_named_model_never_falls_back(monkeypatch, model):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    engine = Engine(EngineSettings(model=model, cache_dir=CACHE_DIR))  # fallback on, the default
+    await engine.start()
+    assert engine.state == "error" and not engine.is_fallback and model in engine.error
+    assert engine.health()["status"] == "error"
 
 
 async def test_no_fallback_is_an_error_state(monkeypatch):
@@ -122,3 +139,28 @@ def test_prequantized_checkpoint_keeps_its_own_settings(builtin_dir, tmp_path):
     again = load_model(EngineSettings(model=str(tmp_path), quant_type="nf4", cache_dir=CACHE_DIR))
     assert again.quantization["quant_type"] == "fp4"
     assert again.quantization["linear_4bit_layers"] == 14
+
+
+@pytest.mark.parametrize("capability, expected", [
+    ((7, 5), torch.float16),  # T4: bfloat16 only emulated, though is_bf16_supported() says True
+    ((7, 0), torch.float16),  # V100
+    ((8, 0), torch.bfloat16),  # A100
+    ((8, 9), torch.bfloat16),  # L4
+    ((9, 0), torch.bfloat16),  # H100, H200
+])
+def test_auto_compute_dtype_is_bfloat16_only_where_native(monkeypatch, capability, expected):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability",
+                        lambda device=None: asked.append(device) or capability)
+    assert pick_compute_dtype("auto", "auto") == expected
+    assert pick_compute_dtype("auto", "cuda:1") == expected and asked[-1] == 1
+    assert pick_compute_dtype("auto", "cpu") == torch.bfloat16  # weights on the CPU
+    assert pick_compute_dtype("float16", "auto") == torch.float16  # an explicit choice wins
+    assert pick_compute_dtype("bfloat16", "auto") == torch.bfloat16
+
+
+def test_auto_compute_dtype_without_cuda_is_bfloat16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_compute_dtype("auto", "auto") == torch.bfloat16

@@ -1,5 +1,8 @@
-"""Reasoning: the text Qwen3 thinking models write inside `<think>...</think>` goes to
-`reasoning_content`, never into `content`.
+"""Reasoning: the text Qwen3 thinking models write inside `<think>...</think>`, split from the answer.
+
+The one parser for both front ends: the API sends the reasoning as `reasoning_content`, the
+playground shows it in a collapsible block, and neither puts it into the answer. Pure Python, no web
+code, so `api/` and `ui/` both import it from here and always agree.
 
 `ReasoningParser` works on a stream of text deltas and gives the same split however the text is
 chunked, so streamed and non-streamed answers agree (non-streaming is one `feed()` and `finish()`).
@@ -60,6 +63,11 @@ class ReasoningParser:
         self._in_reasoning = in_reasoning
         self._strip_leading = in_reasoning
         self._buffer = ""
+
+    @property
+    def in_reasoning(self) -> bool:
+        """Whether the text so far ends inside `<think>` (an unclosed block is still reasoning)."""
+        return self._in_reasoning
 
     def feed(self, text: str) -> ReasoningDelta:
         self._buffer += text

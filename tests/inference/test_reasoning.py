@@ -1,4 +1,5 @@
-"""`<think>` blocks go to reasoning_content, never into content, however the text is streamed."""
+"""The one reasoning parser (API and playground): `<think>` blocks split from the content, however
+the text is streamed."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import random
 
 import pytest
 
-from api.reasoning import (
+from inference.reasoning import (
     ReasoningDelta,
     ReasoningParser,
     partial_tag_length,
@@ -69,3 +70,15 @@ def test_prompt_opens_reasoning():
     assert prompt_opens_reasoning("<|im_start|>assistant\n<think>\n")
     assert not prompt_opens_reasoning("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     assert not prompt_opens_reasoning("<|im_start|>assistant\n")
+
+
+def test_in_reasoning_follows_the_tags():
+    parser = ReasoningParser()
+    assert not parser.in_reasoning
+    parser.feed("<think>\nplan")
+    assert parser.in_reasoning
+    parser.feed("</thi")  # not yet known to be the closing tag
+    assert parser.in_reasoning
+    parser.feed("nk>\n\nAnswer")
+    assert not parser.in_reasoning
+    assert ReasoningParser(in_reasoning=True).in_reasoning
