@@ -64,7 +64,14 @@ class ModelRunner:
         self.graph_buckets: list[int] = []
         self.capture_seconds = 0.0
         if self.fast_model is not None:
-            self._start_fast_step(settings.cuda_graphs, max_context)
+            try:
+                self._start_fast_step(settings.cuda_graphs, max_context)
+            except Exception as exc:  # a GPU or Triton build the kernels do not run on
+                logger.warning("The Triton step failed to start (%s: %s); serving with the plain "
+                               "PyTorch step", type(exc).__name__, exc, exc_info=True)
+                self.fast_model = self.fast_step = None
+                self.graph_buckets, self.graph_pool_bytes = [], 0
+                self.release_memory()
 
     # -- the step's implementation -------------------------------------------------------------
     def _fast_model(self, settings: EngineSettings):
@@ -83,7 +90,11 @@ class ModelRunner:
             return None
         from .fast_qwen3 import FastQwen3
 
-        return FastQwen3(self.model)
+        try:
+            return FastQwen3(self.model)
+        except ValueError as exc:  # a layer shape the kernels do not tile
+            logger.info("Plain PyTorch step (no Triton kernels or CUDA graphs): %s", exc)
+            return None
 
     def _start_fast_step(self, cuda_graphs: bool, max_context: int) -> None:
         from .cuda_graphs import DecodeGraphs

@@ -233,8 +233,6 @@ class NF4Linear:
         if self.in_features % self.qblock or self.packed.numel() * 2 != (
                 self.out_features * self.in_features):
             raise ValueError("weight shape does not match its quantization blocks")
-        if default_config(1, self.out_features, self.in_features, self.qblock) is None:
-            raise ValueError(f"shape {self.out_features}x{self.in_features} does not tile")
 
     def _args(self):
         return (self.packed, self.absmax, self.code, self.code2, self.absmax2, self.offset)
