@@ -134,7 +134,9 @@ def test_export_downloads_openai_json_and_markdown(page, server_url):
     with page.expect_download() as download:
         page.click("#export-md")
     assert download.value.suggested_filename == "export-me.md"
-    markdown = open(download.value.path(), encoding="utf-8").read()
+    # newline="": the file as written (the noise in a reply may hold a "\r\n" of its own).
+    with open(download.value.path(), encoding="utf-8", newline="") as f:
+        markdown = f.read()
     assert markdown.startswith("# Export me\n")
     assert "## System\n\nBe brief." in markdown and "## User\n\nExport me" in markdown
     assert f"## Assistant\n\n{roles[2][1].strip()}\n" in markdown
