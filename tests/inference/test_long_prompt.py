@@ -14,8 +14,9 @@ from .test_engine import blocks_used
 LONG = 32_768
 
 
-def long_request(max_tokens: int = 4) -> GenerationRequest:
-    rng = random.Random(7)
+def long_request(max_tokens: int = 4, seed: int = 7) -> GenerationRequest:
+    """A 32K-token prompt; a `seed` of its own keeps it out of another test's prefix cache."""
+    rng = random.Random(seed)
     ids = [rng.randrange(1000, 100_000) for _ in range(LONG)]
     return GenerationRequest(prompt_token_ids=ids,
                              sampling=SamplingParams(max_tokens=max_tokens, temperature=0))
@@ -59,10 +60,9 @@ async def test_a_short_request_is_served_while_a_32k_prompt_prefills(builtin_eng
 
 async def test_cancelling_a_prefill_frees_the_engine(builtin_engine):
     idle = builtin_engine.info()["kv_cache"]["blocks_used"]
-    long = await builtin_engine.asubmit(long_request())
+    long = await builtin_engine.asubmit(long_request(seed=8))
     await prefilling(builtin_engine, idle)
     long.cancel()
-    start = time.perf_counter()
     assert await blocks_used(builtin_engine, idle) == idle
-    assert time.perf_counter() - start < 2.0  # within a chunk or two, not the whole prompt
-    assert (await long.collect()).finish_reason == "cancelled"
+    result = await long.collect()
+    assert result.finish_reason == "cancelled" and not result.token_ids  # ended during prefill
