@@ -4,8 +4,6 @@ a request refused unless the operator trusts them."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from api import create_api
@@ -94,10 +92,9 @@ async def test_openapi_declares_bearer_and_x_api_key_with_a_key(keyed_client):
 # -- request-supplied chat templates --------------------------------------------------------------
 
 async def test_a_template_sent_with_the_request_is_400_before_anything_runs(api_client):
-    started = time.perf_counter()
+    # Refused before rendering: the template would first run a million loop iterations.
     response = await api_client.post("/chat/completions", json=chat_body(
         chat_template_kwargs={"chat_template": LOOP_TEMPLATE}))
-    assert time.perf_counter() - started < 5  # refused, not rendered
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["param"] == "chat_template_kwargs" and error["type"] == "invalid_request_error"

@@ -6,7 +6,6 @@ go through the engine). The built-in model's tokenizer is Qwen3's real one."""
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
@@ -95,10 +94,8 @@ def test_a_prompt_far_over_the_window_is_refused_part_way(builtin_tokenizer, mon
     monkeypatch.setattr(builtin_tokenizer, "encode",
                         lambda text, **kw: tokenized.append(len(text)) or encode(text, **kw))
     text = "The quick brown fox jumps over the lazy dog. " * 200_000  # 9 MB, 2 M tokens
-    start = time.perf_counter()
     with pytest.raises(ContextLengthError) as info:
         encode_prompt(builtin_tokenizer, text, 4096)
-    assert time.perf_counter() - start < 1.0
     error = info.value
     assert error.at_least and error.max_context == 4096
     assert 4096 <= error.prompt_tokens < 4096 + 20_000  # one slice past the window at most
@@ -107,12 +104,16 @@ def test_a_prompt_far_over_the_window_is_refused_part_way(builtin_tokenizer, mon
 
 
 @pytest.mark.parametrize("text", ["a" * 3_000_000, "x" + "ab" * 1_500_000])
-def test_a_stretch_without_cuts_is_bounded_before_it_is_tokenized(builtin_tokenizer, text):
+def test_a_stretch_without_cuts_is_bounded_before_it_is_tokenized(builtin_tokenizer, text,
+                                                                   monkeypatch):
     least = prompt_bounds.profile(builtin_tokenizer).least_tokens(text)
-    start = time.perf_counter()
+    tokenized = []
+    encode = builtin_tokenizer.encode
+    monkeypatch.setattr(builtin_tokenizer, "encode",
+                        lambda text, **kw: tokenized.append(len(text)) or encode(text, **kw))
     with pytest.raises(ContextLengthError) as info:
         encode_prompt(builtin_tokenizer, text, least)
-    assert time.perf_counter() - start < 1.0  # refused on the bound, never tokenized
+    assert tokenized == []  # refused on the bound, never tokenized
     assert info.value.at_least and info.value.prompt_tokens == least
 
 
@@ -212,13 +213,17 @@ def test_trimming_drops_as_few_turns_as_the_one_by_one_policy(builtin_tokenizer,
     assert text == render_chat(builtin_tokenizer, kept)
 
 
-def test_trimming_a_huge_last_message_is_refused_part_way(builtin_tokenizer):
+def test_trimming_a_huge_last_message_is_refused_part_way(builtin_tokenizer, monkeypatch):
     messages = [{"role": "user", "content": "old " * 10},
-                {"role": "user", "content": "The quick brown fox. " * 300_000}]
-    start = time.perf_counter()
+                {"role": "user", "content": "The quick brown fox. " * 300_000}]  # 6.3 MB
+    tokenized = []
+    encode = builtin_tokenizer.encode
+    monkeypatch.setattr(builtin_tokenizer, "encode",
+                        lambda text, **kw: tokenized.append(len(text)) or encode(text, **kw))
     with pytest.raises(ContextLengthError) as info:
         trim_to_fit(builtin_tokenizer, messages, 4096)
-    assert info.value.at_least and time.perf_counter() - start < 2.0
+    assert info.value.at_least
+    assert max(tokenized) <= 2 * prompt_bounds.SLICE_CHARS + 100  # never the whole message
 
 
 # -- the engine: what the API and the playground both call --------------------------------------
@@ -241,10 +246,8 @@ async def test_the_engine_refuses_a_huge_prompt_part_way(builtin_engine):
     text = "The quick brown fox jumps over the lazy dog. " * 240_000  # 10.8 MB
     for request in (GenerationRequest(prompt=text),
                     GenerationRequest(messages=[{"role": "user", "content": text}])):
-        start = time.perf_counter()
         with pytest.raises(ContextLengthError) as info:
             await builtin_engine.asubmit(request)
-        assert time.perf_counter() - start < 3.0
         assert info.value.at_least and info.value.max_context == builtin_engine.max_context
 
 
