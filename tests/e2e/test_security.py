@@ -8,12 +8,9 @@ import json
 
 import httpx
 import openai
-import playwright.sync_api as playwright
 import pytest
 
 from tests.e2e.test_browser_playground import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     send,
     set_slider,
     wait_stats,
@@ -110,23 +107,13 @@ def test_the_api_takes_the_key_in_x_api_key_behind_a_private_spaces_proxy(keyed_
 
 # -- the browser ----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def browser():
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.refused = []  # URLs answered 401
+def page(new_page):
+    """The shared desktop page (tests/e2e/conftest.py), also recording the URLs answered 401."""
+    page = new_page()
+    page.refused = []
     page.on("response", lambda r: r.status == 401 and page.refused.append(r.url))
-    yield page
-    context.close()
+    return page
 
 
 def fill_login(page, url: str, password: str) -> None:
