@@ -5,7 +5,8 @@ the page's state on load, and the model report.
 no gradio, so they are tested against the real engine without a browser. Stop cancels the engine
 request of the page that asked (`stop(session)`): the stream then ends with finish reason
 "cancelled", and the reply still gets its statistics, marked as stopped. A generator closed early
-(Undo, a closed tab) cancels its request too, which frees it within one decode step.
+(Undo, a closed tab) cancels its request too, which frees it within one decode step. Updates to
+the page are paced (`pacing.paced`): a long reply must not freeze the browser that renders it.
 """
 
 from __future__ import annotations
@@ -24,9 +25,14 @@ from inference.types import GenerationRequest, SamplingDefaults
 from . import snippets
 from .conversation import Message, error_text, sampling_params, to_engine_messages
 from .model_report import model_markdown, status_markdown
+from .pacing import paced, update_interval
 from .reply import Reply, format_stats
 
 logger = logging.getLogger(__name__)
+
+def _ends(chunk) -> bool:
+    return chunk.finish_reason is not None
+
 
 # Upper end of the max_tokens slider; the engine clips to the context window anyway.
 MAX_TOKENS_SLIDER = 8192
@@ -162,10 +168,11 @@ class Playground:
             prompt = stream.prompt_text or ""
             reply = Reply(prompt, opens_reasoning=prompt_opens_reasoning(prompt))
             try:
-                async for chunk in stream:
-                    reply.feed(chunk)
-                    if chunk.finish_reason == "cancelled" and not running.stopped:
-                        reply.error = "The server is shutting down: the reply was cut short."
+                async for group in paced(stream, lambda: update_interval(reply.chars), _ends):
+                    for chunk in group:
+                        reply.feed(chunk)
+                        if chunk.finish_reason == "cancelled" and not running.stopped:
+                            reply.error = "The server is shutting down: the reply was cut short."
                     yield history + reply.messages()
             except Exception as exc:  # shown in the chat; the server keeps serving
                 logger.exception("chat generation failed")
@@ -192,8 +199,9 @@ class Playground:
             running.attach(stream)
             text = ""
             try:
-                async for chunk in stream:
-                    text += chunk.text
+                async for group in paced(stream, lambda: update_interval(len(text)), _ends):
+                    text += "".join(chunk.text for chunk in group)
+                    chunk = group[-1]
                     if chunk.finish_reason is None:
                         yield text, "Generating…"
                         continue

@@ -87,6 +87,11 @@ class Reply:
     def ended(self) -> bool:
         return self.stats is not None or self.error is not None
 
+    @property
+    def chars(self) -> int:
+        """How much text the page renders for this reply."""
+        return len(self.reasoning) + len(self.answer)
+
     def feed(self, chunk: GenerationChunk) -> None:
         """Add a chunk's text and tokens; a final chunk ends the reply with its statistics."""
         if chunk.token_ids:
