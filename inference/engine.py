@@ -2,8 +2,9 @@
 
 `submit()` validates and tokenizes a request on the caller's thread (so context and overload errors
 come back before any streaming starts) and hands it to the scheduler's worker thread; the returned
-`RequestStream` yields `GenerationChunk`s as the worker produces them. `generate()` is that stream
-collected. The API and the UI consume exactly this; neither touches the model.
+`RequestStream` (request_stream.py) yields `GenerationChunk`s as the worker produces them.
+`generate()` is that stream collected. The API and the UI consume exactly this; neither touches the
+model. What it reports about itself (model info, KV cache, health) is built in info.py.
 
 Shutdown is bounded: `drain(timeout)` refuses new requests at once (`EngineStoppingError`), lets the
 running ones finish for `timeout` seconds, then ends the rest with finish_reason "cancelled";
@@ -16,7 +17,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ from .errors import (
 )
 from .loader import LoadedModel, load_model
 from .prompt_bounds import encode_prompt
+from .request_stream import RequestStream
 from .runner import ModelRunner
 from .scheduler import Scheduler
 from .sequence import Sequence
@@ -47,8 +49,6 @@ from .types import (
     GenerationResult,
     SamplingDefaults,
     SamplingParams,
-    Timings,
-    Usage,
 )
 
 logger = logging.getLogger(__name__)
@@ -66,63 +66,6 @@ class Prepared:
     prompt_ids: list[int]
     prompt_text: str | None
     matcher: Any = None
-
-
-class RequestStream:
-    """The async stream of one request's chunks. Leaving the loop early cancels the request."""
-
-    def __init__(self, seq: Sequence, queue: asyncio.Queue[GenerationChunk], engine: Engine,
-                 prompt_text: str | None = None):
-        self._seq = seq
-        self._queue = queue
-        self._engine = engine
-        self._done = False
-        self.request_id = seq.request_id
-        self.prompt_token_ids = seq.prompt_ids
-        self.prompt_text = prompt_text  # the rendered prompt; None for a token-id prompt
-        self.prompt_tokens = len(seq.prompt_ids)
-        self.max_tokens = seq.max_tokens
-
-    def cancel(self) -> None:
-        if not self._seq.finished:
-            self._seq.cancel()
-            scheduler = self._engine._scheduler
-            if scheduler is not None:  # None once the engine has shut down: nothing to wake
-                scheduler.wake()
-
-    @property
-    def finished(self) -> bool:
-        return self._done
-
-    async def __aiter__(self) -> AsyncIterator[GenerationChunk]:
-        try:
-            while not self._done:
-                chunk = await self._queue.get()
-                self._done = chunk.finish_reason is not None
-                yield chunk
-        finally:
-            if not self._done:
-                self.cancel()
-
-    async def collect(self) -> GenerationResult:
-        texts, ids, logprobs, last = [], [], [], None
-        async for chunk in self:
-            texts.append(chunk.text)
-            ids.extend(chunk.token_ids)
-            if chunk.logprobs:
-                logprobs.extend(chunk.logprobs)
-            last = chunk
-        assert last is not None and last.finish_reason is not None
-        return GenerationResult(
-            request_id=self.request_id,
-            text="".join(texts),
-            token_ids=ids,
-            finish_reason=last.finish_reason,
-            usage=last.usage or Usage(self.prompt_tokens, 0),
-            timings=last.timings or Timings(),
-            logprobs=logprobs if self._seq.params.logprobs is not None else None,
-            error=last.error,
-        )
 
 
 class Engine:
@@ -373,7 +316,11 @@ class Engine:
                        request.source, prepared.matcher)
         assert self._scheduler is not None
         self._scheduler.add(seq)
-        return RequestStream(seq, queue, self, prepared.prompt_text)
+        return RequestStream(seq, queue, self._wake, prepared.prompt_text)
+
+    def _wake(self) -> None:
+        if self._scheduler is not None:  # None once the engine has shut down: nothing to wake
+            self._scheduler.wake()
 
     def submit(self, request: GenerationRequest) -> RequestStream:
         """Validate, tokenize and enqueue; raises typed errors before any chunk is produced."""
@@ -412,86 +359,14 @@ class Engine:
                 logger.exception("A request listener failed")
 
     def info(self) -> dict[str, Any]:
-        loaded = self._require()
-        counters = self._scheduler.counters if self._scheduler else None
-        d = self.defaults
-        return {
-            "model": self.model_name,
-            "source": loaded.source,
-            "revision": loaded.revision,
-            "builtin": loaded.builtin,
-            "builtin_warning": BUILTIN_WARNING if loaded.builtin else None,
-            "fallback": self.is_fallback,
-            "fallback_reason": self.fallback_reason,
-            "quantization": loaded.quantization,
-            "parameters": loaded.parameters,
-            "weight_memory_bytes": loaded.weight_bytes,
-            "device_map": loaded.device_map,
-            "dtypes": loaded.dtypes,
-            "memory": info_mod.memory(),
-            "context_window": loaded.window,
-            "max_context": self.max_context,
-            "generation_defaults": {
-                "max_tokens": d.max_tokens, "temperature": d.temperature, "top_p": d.top_p,
-                "top_k": d.top_k, "min_p": d.min_p, "repetition_penalty": d.repetition_penalty,
-            },
-            "stop_token_ids": loaded.stop_token_ids,
-            "counters": {
-                "requests": counters.requests if counters else 0,
-                "completed": counters.completed if counters else 0,
-                "cancelled": counters.cancelled if counters else 0,
-                "failed": counters.failed if counters else 0,
-                "tokens_generated": counters.tokens_generated if counters else 0,
-                "mean_tokens_per_second": round(counters.mean_tokens_per_second, 3) if counters else 0.0,
-                "active_requests": self.active_count,
-                "queue_depth": self.queue_depth,
-            },
-            "kv_cache": self.kv_cache(),
-            "step": self._scheduler.runner.describe() if self._scheduler is not None else None,
-        }
+        return info_mod.model_info(self)
 
     def kv_cache(self) -> dict[str, Any] | None:
         """The paged KV cache: capacity, blocks in use, preemptions and the prefix-cache hit rate."""
-        if self._scheduler is None:
-            return None
-        runner = self._scheduler.runner
-        return {**self._scheduler.blocks.stats(),
-                "bytes": runner.kv_cache_bytes,
-                "dtype": str(runner.dtype).replace("torch.", ""),
-                "max_num_batched_tokens": runner.max_batched_tokens,
-                "preemptions": self._scheduler.counters.preemptions}
-
-    def _kv_summary(self) -> dict[str, Any] | None:
-        stats = self.kv_cache()
-        if stats is None:
-            return None
-        keys = ("capacity_tokens", "blocks_total", "blocks_used", "blocks_free", "preemptions")
-        return {k: stats[k] for k in keys}
+        return info_mod.kv_cache(self._scheduler)
 
     def health(self) -> dict[str, Any]:
-        status = {"ready": "ok", "loading": "loading", "stopping": "stopping"}.get(self.state, "error")
-        if status == "ok" and self.is_fallback:  # serving, but not the model that was asked for
-            status = "degraded"
-        error = self.error
-        if self._stopping and error is None:
-            error = "The server is shutting down." if self.state == "stopping" else \
-                "The server has shut down."
-        return {
-            "status": status,
-            "model_loaded": self.state == "ready",
-            "model": self.model_name,
-            "builtin": self.is_builtin,
-            "fallback": self.is_fallback,
-            "uptime_s": round(time.time() - self.started_at, 3),
-            "memory": info_mod.memory(),
-            "queue_depth": self.queue_depth,
-            "active_requests": self.active_count,
-            "kv_cache": self._kv_summary(),
-            "error": error,
-            "reason": (f"fallback: the built-in model ({BUILTIN_WARNING}) serves because the "
-                       f"default model could not be had: {self.fallback_reason}")
-            if status == "degraded" else None,
-        }
+        return info_mod.health(self)
 
 
 __all__ = ["Engine", "RequestStream", "ModelLoadError"]
