@@ -82,11 +82,15 @@ def graph_time_us(calls, repeat: int = 5) -> float:
 
 def alternatives(m: int, n: int, k: int) -> list[Config]:
     options = []
-    if m <= 2:
-        for block_n in (4, 8, 16, 32):
-            for block_k in (128, 256, 512):
-                if n % block_n == 0 and k % block_k == 0:
-                    options.append(Config(block_n, block_k, 0, num_warps=4))
+    if m <= 2:  # the GEMV: rows per program, quantization blocks per iteration, warps, stages
+        for block_n in (1, 2, 4, 8):
+            for groups in (4, 8, 16, 32):
+                for warps in (1, 2, 4):
+                    per_thread = block_n * groups * 32 // (32 * warps)  # bytes per iteration
+                    if n % block_n == 0 and 4 <= per_thread <= 64:
+                        options += [Config(block_n, groups * 64, 0, num_warps=warps, num_stages=s)
+                                    for s in (1, 2)]
+        return options
     block_ms = (16,) if m <= 16 else (16, 32) if m <= 32 else (16, 32, 64)
     for block_m in block_ms:
         for block_n in (16, 32, 64, 128):
@@ -133,7 +137,8 @@ def measure(m: int, n: int, k: int, parts: int, sets, fused, weight, bf16_weight
     return row
 
 
-def bench_shape(name: str, outs: tuple[int, ...], k: int, sweep: bool) -> dict:
+def bench_shape(name: str, outs: tuple[int, ...], k: int, sweep: bool,
+                rows_measured: tuple[int, ...]) -> dict:
     n = sum(outs)
     copies = max(2, -(-4 * L2_BYTES // (n * k // 2)))
     sets = [make_modules(outs, k) for _ in range(copies)]
@@ -142,7 +147,7 @@ def bench_shape(name: str, outs: tuple[int, ...], k: int, sweep: bool) -> dict:
     bf16_weights = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
                     for _ in range(max(2, -(-4 * L2_BYTES // (n * k * 2))))]
     rows = []
-    for m in ROWS:
+    for m in rows_measured:
         row = measure(m, n, k, len(outs), sets, fused, weights[0], bf16_weights, sweep)
         rows.append(row)
         print(name, json.dumps(row), flush=True)  # noqa: T201 (a script's report)
@@ -153,6 +158,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--no-sweep", action="store_true", help="only the engine's rule")
+    parser.add_argument("--rows", default=",".join(map(str, ROWS)),
+                        help="comma-separated row counts (default: all)")
     args = parser.parse_args()
     torch.manual_seed(0)
     result = {"card": torch.cuda.get_device_name(0), "torch": torch.__version__,
@@ -160,11 +167,12 @@ def main() -> None:
               "triton": __import__("triton").__version__, "shapes": {}}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    rows = tuple(int(r) for r in args.rows.split(","))
     for name, (outs, k) in SHAPES.items():
-        result["shapes"][name] = bench_shape(name, outs, k, not args.no_sweep)
+        result["shapes"][name] = bench_shape(name, outs, k, not args.no_sweep, rows)
         out.write_text(json.dumps(result, indent=2))
     step = {}
-    for i, m in enumerate(ROWS):
+    for i, m in enumerate(rows):
         shapes = result["shapes"].values()
         step[m] = {key: round(LAYERS * sum(s["rows"][i][f"{key}_us"] for s in shapes) / 1000, 3)
                    for key in ("triton", "bnb", "bf16")}

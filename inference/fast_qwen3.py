@@ -81,6 +81,10 @@ class FastQwen3:
                 qk_eps=float(attn.q_norm.variance_epsilon), scale=float(attn.scaling)))
         self.intermediate = self.layers[0].down.in_features
 
+    def linears(self) -> list[NF4Linear]:
+        return [linear for layer in self.layers
+                for linear in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+
     @property
     def extra_bytes(self) -> int:
         """Memory the fast path holds beyond the loaded model (the fused linears' scales)."""

@@ -63,6 +63,7 @@ class ModelRunner:
         self.graph_pool_bytes = 0
         self.graph_buckets: list[int] = []
         self.capture_seconds = 0.0
+        self.gemv_report: dict[str, dict] = {}
         if self.fast_model is not None:
             try:
                 self._start_fast_step(settings.cuda_graphs, max_context)
@@ -70,7 +71,7 @@ class ModelRunner:
                 logger.warning("The Triton step failed to start (%s: %s); serving with the plain "
                                "PyTorch step", type(exc).__name__, exc, exc_info=True)
                 self.fast_model = self.fast_step = None
-                self.graph_buckets, self.graph_pool_bytes = [], 0
+                self.graph_buckets, self.graph_pool_bytes, self.gemv_report = [], 0, {}
                 self.release_memory()
 
     # -- the step's implementation -------------------------------------------------------------
@@ -99,7 +100,16 @@ class ModelRunner:
     def _start_fast_step(self, cuda_graphs: bool, max_context: int) -> None:
         from .cuda_graphs import DecodeGraphs
         from .fast_step import FastStep
+        from .kernels.gemv_choice import choose_gemv
 
+        # Measured before the graphs are captured: the graphs hold the kernels chosen here.
+        try:
+            self.gemv_report = choose_gemv(self.fast_model.linears(), self.dtype, self.device)
+        except Exception as exc:  # the measurement itself failed: bitsandbytes everywhere
+            logger.warning("Could not measure the one-row NF4 products (%s); using bitsandbytes'",
+                           exc, exc_info=True)
+            for linear in self.fast_model.linears():
+                linear.gemv = None
         graphs = None
         if cuda_graphs:
             before = torch.cuda.memory_allocated(self.device)
@@ -121,6 +131,7 @@ class ModelRunner:
             "cuda_graphs": bool(self.graph_buckets),
             "graph_batch_sizes": self.graph_buckets,
             "graph_capture_seconds": round(self.capture_seconds, 2),
+            "one_row_products": self.gemv_report,
             "memory_bytes": {
                 "weights": self.weight_bytes,
                 "kv_cache": self.kv_cache_bytes,

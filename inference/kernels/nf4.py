@@ -6,15 +6,16 @@ codes a byte (the even element in the high nibble), one scale per `blocksize` el
 quantization (the default checkpoint's) the scales are themselves 8-bit codes into `state2.code`,
 scaled per 256 scales by `state2.absmax`, plus `offset`.
 
-The engine multiplies through bitsandbytes (`NF4Linear.__call__`). Triton kernels that dequantize
-in registers are here too (`NF4Linear.matmul`), measured against bitsandbytes on each of Qwen3-4B's
-shapes by bench/bench_nf4_matmul.py; as written they lose everywhere on the H200 (the per-element
-code-table gather and layout shuffles cap them far below memory bandwidth), so the engine's rule
-is bitsandbytes at every shape and batch size until a faster kernel wins that table:
-- `_gemv_kernel` for a few rows: each program computes BLOCK_N outputs for all M rows by broadcast
-  multiply and sum, reading its weight tile once;
+The engine multiplies through bitsandbytes (`NF4Linear.__call__`), except for one-row inputs (a
+decode step of one sequence) where the start-up measurement (kernels/gemv_choice.py) found the
+Triton GEMV faster on this GPU and set `gemv`. The Triton kernels (`NF4Linear.matmul`) are measured
+against bitsandbytes on each of Qwen3-4B's shapes by bench/bench_nf4_matmul.py:
+- `_gemv_kernel` for one row: each program computes BLOCK_N outputs, reading its rows' packed
+  bytes with coalesced loads, one table gather per byte for both of its weights, and summing
+  element-wise until the end (no cross-thread reduction in the loop); more rows run it per row;
 - `_gemm_kernel` for more rows: tiles of (BLOCK_M, BLOCK_N) on the tensor cores, the weight tile
-  dequantized once per K step and shared by the BLOCK_M rows.
+  dequantized once per K step and shared by the BLOCK_M rows (it loses to bitsandbytes'
+  dequantize-then-matmul on the H200 at every size measured).
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ import triton.language as tl
 
 @triton.jit
 def _scales(absmax_ptr, code2_ptr, absmax2_ptr, offset, idx, NESTED: tl.constexpr,
-            BLOCKSIZE2: tl.constexpr):
-    """The fp32 scale of the quantization blocks at `idx`."""
+            BLOCKSIZE2: tl.constexpr, mask=None):
+    """The fp32 scale of the quantization blocks at `idx` (0 where `mask` is false)."""
     if NESTED:
-        q = tl.load(absmax_ptr + idx).to(tl.int32)
-        scale = tl.load(code2_ptr + q) * tl.load(absmax2_ptr + idx // BLOCKSIZE2) + offset
+        q = tl.load(absmax_ptr + idx, mask=mask, other=0).to(tl.int32)
+        scale = tl.load(code2_ptr + q) * tl.load(absmax2_ptr + idx // BLOCKSIZE2, mask=mask,
+                                                 other=0.0) + offset
     else:
-        scale = tl.load(absmax_ptr + idx)
+        scale = tl.load(absmax_ptr + idx, mask=mask, other=0.0)
     return scale
 
 
@@ -57,22 +59,46 @@ def _dequant_tile(w_ptr, absmax_ptr, code_ptr, code2_ptr, absmax2_ptr, offset, r
 
 
 @triton.jit
-def _gemv_kernel(x_ptr, w_ptr, absmax_ptr, code_ptr, code2_ptr, absmax2_ptr, offset, y_ptr,
-                 M, N, K, stride_xm, stride_ym, M_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
-                 BLOCK_K: tl.constexpr, QBLOCK: tl.constexpr, NESTED: tl.constexpr,
-                 BLOCKSIZE2: tl.constexpr):
+def _gemv_kernel(x_ptr, w_ptr, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, offset, y_ptr,
+                 K, stride_w, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr, QBLOCK: tl.constexpr,
+                 NESTED: tl.constexpr, BLOCKSIZE2: tl.constexpr, X_PAIRS: tl.constexpr):
+    """y[rows] = W[rows] @ x for one input row (a decode step of one sequence), BLOCK_N outputs
+    per program.
+
+    Each iteration reads GROUPS quantization blocks of every row as they lie in memory
+    (BLOCK_N, GROUPS, QBLOCK / 2 bytes) with 16-byte loads, and turns each byte into its two
+    weights with one gather from `pairs` (the two nibbles' code values, bfloat16 bits, in one
+    int32: two integer ops split them). With bfloat16 inputs (X_PAIRS), x is read as int32 too:
+    the even and odd inputs that meet a byte's two weights. The products are scaled and summed
+    element-wise; nothing is reduced across threads until the end."""
+    HALF: tl.constexpr = QBLOCK // 2
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    rm = tl.arange(0, M_PAD)
-    acc = tl.zeros((M_PAD, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        w = _dequant_tile(w_ptr, absmax_ptr, code_ptr, code2_ptr, absmax2_ptr, offset, rn, k0, K,
-                          BLOCK_N, BLOCK_K, QBLOCK, NESTED, BLOCKSIZE2)
-        rk = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=rm[:, None] < M,
-                    other=0.0).to(tl.float32)
-        acc += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
-    tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], acc.to(y_ptr.dtype.element_ty),
-             mask=rm[:, None] < M)
+    g = tl.arange(0, GROUPS)
+    t = tl.arange(0, HALF)
+    blocks = K // QBLOCK
+    rows = w_ptr + rn.to(tl.int64)[:, None, None] * stride_w  # K // 2, passed for its alignment
+    acc = tl.zeros((BLOCK_N, GROUPS, HALF), dtype=tl.float32)
+    for b0 in range(0, blocks, GROUPS):
+        live = b0 + g < blocks
+        byte = (b0 + g)[:, None] * HALF + t[None, :]  # (GROUPS, HALF) within the row
+        packed = tl.load(rows + tl.max_contiguous(byte, [1, 4])[None, :, :],
+                         mask=live[None, :, None], other=0)
+        pair = tl.load(pairs_ptr + packed.to(tl.int32))
+        hi = (pair & -65536).to(tl.float32, bitcast=True)
+        lo = (pair << 16).to(tl.float32, bitcast=True)
+        if X_PAIRS:
+            both = tl.load(x_ptr + byte, mask=live[:, None], other=0)
+            x_even = (both << 16).to(tl.float32, bitcast=True)
+            x_odd = (both & -65536).to(tl.float32, bitcast=True)
+        else:
+            x_even = tl.load(x_ptr + 2 * byte, mask=live[:, None], other=0.0).to(tl.float32)
+            x_odd = tl.load(x_ptr + 2 * byte + 1, mask=live[:, None], other=0.0).to(tl.float32)
+        idx = rn.to(tl.int64)[:, None] * blocks + (b0 + g)[None, :]
+        scale = _scales(absmax_ptr, code2_ptr, absmax2_ptr, offset, idx, NESTED, BLOCKSIZE2,
+                        live[None, :])
+        acc += (hi * x_even[None] + lo * x_odd[None]) * scale[:, :, None]
+    y = tl.sum(tl.sum(acc, axis=2), axis=1)
+    tl.store(y_ptr + rn, y.to(y_ptr.dtype.element_ty))
 
 
 @triton.jit
@@ -147,24 +173,38 @@ def _largest_dividing(k: int, options: tuple[int, ...]) -> int:
     return next((b for b in options if k % b == 0), 0)
 
 
+def gemv_config(n: int, k: int, qblock: int) -> Config | None:
+    """Tiles of the GEMV kernel: enough rows per program for 16-byte loads, and, where the layer
+    has few rows (O, down), more of each row per iteration, so that enough bytes are in flight to
+    keep memory busy. block_k counts weight columns (GROUPS * qblock); the last may overhang."""
+    block_n, groups = (4, 8) if n >= 8192 else (2, 16)
+    if n % block_n or k % qblock:
+        return None
+    return Config(block_n, groups * qblock, 0, num_warps=2, num_stages=2)
+
+
 def default_config(m: int, n: int, k: int, qblock: int) -> Config | None:
     """Tiles for (M, K) @ (N, K)ᵀ; None where the shape does not tile. Narrow N tiles when the
     wide ones would leave multiprocessors without a program (a small batch is bandwidth-bound)."""
     if m <= GEMV_MAX_ROWS:
-        block_k = _largest_dividing(k, (512, 256, 128, 64) if m == 1 else (256, 128, 64))
-        block_n = next((b for b in (16, 8, 4, 2, 1) if n % b == 0 and n // b >= 2 * WAVE),
-                       _largest_dividing(n, (4, 2, 1)))
-        config = Config(block_n, block_k, 0, num_warps=4)
-    else:
-        block_m = 16 if m <= 16 else 32 if m <= 32 else 64
-        rows = -(-m // block_m)
-        block_n = next((b for b in (64, 32, 16) if n % b == 0 and rows * n // b >= WAVE),
-                       _largest_dividing(n, (16, 32, 64)))
-        config = Config(block_n, _largest_dividing(k, (128, 64)), block_m, num_warps=4,
-                        num_stages=3)
+        return gemv_config(n, k, qblock)
+    block_m = 16 if m <= 16 else 32 if m <= 32 else 64
+    rows = -(-m // block_m)
+    block_n = next((b for b in (64, 32, 16) if n % b == 0 and rows * n // b >= WAVE),
+                   _largest_dividing(n, (16, 32, 64)))
+    config = Config(block_n, _largest_dividing(k, (128, 64)), block_m, num_warps=4, num_stages=3)
     if not config.block_n or config.block_k < qblock or config.block_k % qblock:
         return None
     return config
+
+
+def pair_table(code: torch.Tensor) -> torch.Tensor:
+    """For each byte value, the code values of its two nibbles as bfloat16 bits in one int32: the
+    high nibble's (the even column) in the upper half, the low nibble's in the lower half."""
+    bits = code.to(torch.bfloat16).view(torch.int16).to(torch.int64) & 0xFFFF
+    byte = torch.arange(256, device=code.device)
+    pairs = (bits[byte >> 4] << 16) | bits[byte & 15]
+    return torch.where(pairs >= 2**31, pairs - 2**32, pairs).to(torch.int32)
 
 
 class NF4Linear:
@@ -177,6 +217,7 @@ class NF4Linear:
         self.qblock = int(state.blocksize)
         self.packed = module.weight.data.view(torch.uint8).reshape(-1)
         self.code = state.code.float().contiguous()
+        self.pairs = pair_table(state.code)
         self.nested = bool(state.nested)
         if self.nested:
             self.absmax = state.absmax.contiguous()  # uint8 codes
@@ -191,6 +232,7 @@ class NF4Linear:
         self.bias = module.bias
         self.state = state  # what bitsandbytes' kernels read
         self.extra_bytes = 0  # memory held beyond the module's own tensors
+        self.gemv: Config | None = None  # set where the Triton GEMV beats bitsandbytes' (one row)
         self._check()
 
     @classmethod
@@ -216,10 +258,12 @@ class NF4Linear:
             m.weight.data = self.packed[start:start + size].view(m.weight.data.shape)
             start += size
         self.code = states[0].code.float().contiguous()
+        self.pairs = pair_table(states[0].code)
         self.absmax = torch.cat([_expanded_absmax(s) for s in states])
         self.code2 = self.absmax2 = self.absmax  # unread
         self.nested, self.blocksize2, self.offset = False, 1, 0.0
         self.bias = None
+        self.gemv = None
         from bitsandbytes.functional import QuantState
 
         self.state = QuantState(self.absmax, shape=torch.Size([self.out_features, self.in_features]),
@@ -238,32 +282,39 @@ class NF4Linear:
         return (self.packed, self.absmax, self.code, self.code2, self.absmax2, self.offset)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x (M, K) in the compute dtype -> (M, N), through bitsandbytes' kernels: on the H200 they
-        beat the Triton kernels below at every shape and batch size measured
-        (bench/results/nf4-matmul-h200.json), so the engine uses them, captured in its graphs."""
+        """x (M, K) in the compute dtype -> (M, N): the Triton GEMV for one row where `gemv` is set
+        (measured faster at start-up), bitsandbytes' kernels otherwise; captured in the graphs."""
+        if self.gemv is not None and x.shape[0] == 1 and self.bias is None:
+            return self.matmul(x, self.gemv)
         import bitsandbytes as bnb
 
         return bnb.matmul_4bit(x, self.packed, quant_state=self.state, bias=self.bias)
 
     def matmul(self, x: torch.Tensor, config: Config | None = None) -> torch.Tensor:
-        """The same product through the Triton kernels (measured, not used by the engine)."""
+        """The same product through the Triton kernels."""
         x = x.contiguous()
         m, n, k = x.shape[0], self.out_features, self.in_features
         config = config or default_config(m, n, k, self.qblock)
         if config is None:
             raise ValueError(f"no tiling for {m}x{k} @ {n}x{k}")
         y = torch.empty((m, n), dtype=x.dtype, device=x.device)
-        common = dict(BLOCK_N=config.block_n, BLOCK_K=config.block_k, QBLOCK=self.qblock,
-                      NESTED=self.nested, BLOCKSIZE2=self.blocksize2, num_warps=config.num_warps)
         if config.block_m == 0:
-            _gemv_kernel[(n // config.block_n,)](x, *self._args(), y, m, n, k, x.stride(0),
-                                                 y.stride(0), M_PAD=triton.next_power_of_2(m),
-                                                 **common)
+            pairs = x.dtype == torch.bfloat16  # two inputs as one int32
+            for row in range(m):
+                xs = x[row].view(torch.int32) if pairs else x[row]
+                _gemv_kernel[(n // config.block_n,)](
+                    xs, self.packed, self.pairs, self.absmax, self.code2, self.absmax2,
+                    self.offset, y[row], k, k // 2, BLOCK_N=config.block_n,
+                    GROUPS=config.block_k // self.qblock, QBLOCK=self.qblock, NESTED=self.nested,
+                    BLOCKSIZE2=self.blocksize2, X_PAIRS=pairs, num_warps=config.num_warps,
+                    num_stages=config.num_stages)
         else:
             grid = (n // config.block_n, triton.cdiv(m, config.block_m))
             _gemm_kernel[grid](x, *self._args(), y, m, n, k, x.stride(0), y.stride(0),
-                               BLOCK_M=config.block_m, num_stages=config.num_stages,
-                               PRECISION=dot_precision(x.dtype), **common)
+                               BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+                               BLOCK_K=config.block_k, QBLOCK=self.qblock, NESTED=self.nested,
+                               BLOCKSIZE2=self.blocksize2, num_warps=config.num_warps,
+                               num_stages=config.num_stages, PRECISION=dot_precision(x.dtype))
         return y
 
     def dequantize(self, dtype: torch.dtype) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 - the NF4 linears (bitsandbytes, single and fused) and the Triton NF4 kernels against
   x @ dequantized(W)ᵀ, with and without double quantization, for row counts on both sides of every
-  kernel switch;
+  kernel switch; the start-up choice of the one-row product (kernels/gemv_choice.py);
 - paged attention against SDPA over gathered keys, for decode rows split in parts and for prompt
   chunks behind a cached prefix, on scattered blocks;
 - one decode step replayed from a CUDA graph against the same step run eagerly, for batch sizes
@@ -60,6 +60,31 @@ def test_nf4_products_match_the_dequantized_weight(rows, nested):
     fused = NF4Linear.fused(parts)
     whole = fused.dequantize(torch.float32)
     torch.testing.assert_close(whole, dequantized(parts), atol=1e-6, rtol=0)
+
+
+def test_one_row_products_take_the_measured_kernel():
+    from inference.kernels.gemv_choice import choose_gemv
+    from inference.kernels.nf4 import NF4Linear, gemv_config
+
+    torch.manual_seed(7)
+    singles = [NF4Linear(nf4_module(512, 1024, True)) for _ in range(3)]
+    parts = [nf4_module(n, 1024, True) for n in (256, 128, 128)]
+    fused = NF4Linear.fused(parts)
+    report = choose_gemv(singles + [fused], torch.bfloat16, CUDA)
+    assert set(report) == {"512x1024, 8-bit scales", "512x1024, fp32 scales"}
+    for entry in report.values():
+        assert entry["bitsandbytes_us"] > 0 and entry["kernel"] in ("triton", "bitsandbytes")
+        assert entry["triton_us"] is not None  # every candidate compiled and matched
+    chosen = report["512x1024, 8-bit scales"]["kernel"] == "triton"
+    assert all((s.gemv is not None) == chosen for s in singles)  # one choice per shape
+    assert (fused.gemv is not None) == (report["512x1024, fp32 scales"]["kernel"] == "triton")
+    fused.gemv = gemv_config(512, 1024, 64)  # forced: one row through Triton, more through bnb
+    expected_w = dequantized(parts)
+    for rows in (1, 3):
+        x = torch.randn(rows, 1024, device=CUDA, dtype=torch.bfloat16)
+        expected = x.float() @ expected_w.t()
+        torch.testing.assert_close(fused(x).float(), expected,
+                                   atol=2e-2 * expected.abs().max().item(), rtol=0)
 
 
 def reference_attention(q, k_cache, v_cache, table, context, q_len, block, scale):
