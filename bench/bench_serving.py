@@ -12,7 +12,8 @@ as NF4 through the project's loader. The baselines run first in this process, th
 - time to first token of a 128-token prompt on the idle server (p50 of 10, one after another);
 - a 262,144-token window: a prompt of 262,000 tokens served (given up after --window-timeout).
 `--server-args` passes flags to the server (`--enforce-eager`, `--no-cuda-graphs`) to measure the
-other step implementations.
+other step implementations. `--server-log` keeps the server's output in a file and copies its
+"Slow step" lines (steps over 0.2 s, with what they held) into the JSON, to trace stalls.
 
     python bench/bench_serving.py --out bench/results/serving-h200.json
 """
@@ -211,6 +212,8 @@ async def main() -> None:
     parser.add_argument("--skip", default="",
                         help="comma-separated: baselines,long,prefix,short,window")
     parser.add_argument("--server-args", default="", help="extra flags for app.py")
+    parser.add_argument("--server-log", type=Path, default=None,
+                        help="the server's output goes here; its slow-step lines go in the JSON")
     parser.add_argument("--window-timeout", type=float, default=300.0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -233,7 +236,7 @@ async def main() -> None:
         save("baselines", baselines(folder, args.tokens))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     started = time.perf_counter()
-    server = start_server(folder, PORT, tuple(args.server_args.split()))
+    server = start_server(folder, PORT, tuple(args.server_args.split()), args.server_log)
     save("server_start_s", round(time.perf_counter() - started, 1))
     save("server_args", args.server_args)
     try:
@@ -259,6 +262,9 @@ async def main() -> None:
     finally:
         server.terminate()
         server.wait(60)
+        if args.server_log is not None and args.server_log.exists():
+            lines = args.server_log.read_text(errors="replace").splitlines()
+            save("slow_steps", [line for line in lines if "Slow step:" in line][:200])
 
 
 if __name__ == "__main__":

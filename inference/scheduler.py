@@ -34,6 +34,7 @@ from .runner import ModelRunner
 from .sequence import Sequence
 
 logger = logging.getLogger(__name__)
+SLOW_STEP_S = 0.2  # on a GPU, a step this long is logged with what it held (at most once a second)
 
 RATE_WINDOW_S = 60.0  # how far back finished requests count towards the completion rate
 MIN_RETRY_AFTER_S, MAX_RETRY_AFTER_S = 1, 60
@@ -108,6 +109,9 @@ class Scheduler:
         self._closed = False  # no new requests: the server is shutting down
         self._abort_reason: str | None = None  # set: end every request at the next pass
         self._thread = threading.Thread(target=self._loop, name="nf4serve-scheduler", daemon=True)
+        # CPU steps of a real model are routinely slow: only GPU steps are worth a log line.
+        self.slow_step_s: float | None = SLOW_STEP_S if runner.device.type == "cuda" else None
+        self._slow_logged_at = -math.inf
 
     def start(self) -> None:
         self._thread.start()
@@ -189,8 +193,10 @@ class Scheduler:
             self.running.clear()
 
     def _run(self, scheduled: list[tuple[Sequence, int]]) -> None:
+        start = time.perf_counter()
         try:
             sampled_seqs, sampled = self.runner.execute(scheduled)
+            self._log_if_slow(scheduled, time.perf_counter() - start)
         except Exception as exc:  # the step failed: its requests end, the server goes on
             logger.exception("model step failed")
             if isinstance(exc, torch.OutOfMemoryError):
@@ -216,6 +222,19 @@ class Scheduler:
                 seq.abort("error", error)
             if seq.finished:
                 self._end(seq)
+
+    def _log_if_slow(self, scheduled: list[tuple[Sequence, int]], seconds: float) -> None:
+        """One line for a step over `slow_step_s` (a stall in the streams' tokens), saying what it
+        held, so that a stall seen by clients can be traced to a step in the server log."""
+        now = time.monotonic()
+        if self.slow_step_s is None or seconds < self.slow_step_s or now - self._slow_logged_at < 1:
+            return
+        self._slow_logged_at = now
+        chunks = [(seq, n) for seq, n in scheduled if n > 1]  # the rest: one token each
+        logger.info("Slow step: %.0f ms for %d decodes and %d prompt tokens in %d chunks "
+                    "(longest context %d tokens)", seconds * 1000, len(scheduled) - len(chunks),
+                    sum(n for _, n in chunks), len(chunks),
+                    max(seq.num_computed + n for seq, n in scheduled))
 
     # -- deciding a step ----------------------------------------------------------------------
     def schedule(self) -> list[tuple[Sequence, int]]:

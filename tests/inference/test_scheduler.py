@@ -1,5 +1,6 @@
-"""The scheduler's `Retry-After`: the queue's depth over the recent completion rate, clamped to
-[1, 60] seconds; pure functions first, then the estimate an overloaded engine really answers with."""
+"""The scheduler: its `Retry-After` (the queue's depth over the recent completion rate, clamped to
+[1, 60] seconds; pure functions first, then the estimate an overloaded engine really answers with),
+prompt chunks beside running streams, and the log line for a slow GPU step."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import time
 
 import pytest
+import torch
 
 from inference import (
     Engine,
@@ -82,9 +84,10 @@ async def test_an_overloaded_engine_answers_with_the_estimate(builtin_dir):
 
 
 class _Budget:
-    """The one thing the scheduler reads from its runner: the step's token budget."""
+    """What the scheduler reads from its runner when deciding steps: the token budget, the device."""
 
     max_batched_tokens = 64
+    device = torch.device("cpu")
 
 
 def test_a_prompt_beside_running_streams_gets_smaller_chunks_as_its_context_grows(
@@ -122,3 +125,28 @@ def test_a_prompt_beside_running_streams_gets_smaller_chunks_as_its_context_grow
     assert chunk == 16  # 16,384 / 1,200 rounds down to the smallest chunk, a block
     scheduler.running.remove(stream)  # the stream ends: the prompt has the whole budget again
     assert step() == {"prompt": 64}
+
+
+def test_a_slow_step_is_logged_with_what_it_held_at_most_once_a_second(builtin_tokenizer, caplog):
+    from inference.block_manager import BlockManager
+    from inference.detokenizer import IncrementalDetokenizer
+    from inference.scheduler import Scheduler
+    from inference.sequence import Sequence
+
+    def sequence(name: str, length: int, computed: int) -> Sequence:
+        seq = Sequence(name, list(range(100, 100 + length)), SamplingParams(max_tokens=10), set(),
+                       IncrementalDetokenizer(builtin_tokenizer), lambda chunk: None)
+        seq.num_computed = computed
+        return seq
+
+    scheduler = Scheduler(_Budget(), BlockManager(512, 16, False), 8, 8)
+    assert scheduler.slow_step_s is None  # a CPU runner: no log lines
+    scheduler.slow_step_s = 0.2
+    step = [(sequence("a", 40, 39), 1), (sequence("b", 12, 11), 1), (sequence("c", 900, 400), 63)]
+    with caplog.at_level("INFO", logger="inference.scheduler"):
+        scheduler._log_if_slow(step, 0.05)  # fast: nothing
+        scheduler._log_if_slow(step, 0.31)
+        scheduler._log_if_slow(step, 0.5)  # within the second: not again
+    lines = [r.getMessage() for r in caplog.records if r.name == "inference.scheduler"]
+    assert lines == ["Slow step: 310 ms for 2 decodes and 63 prompt tokens in 1 chunks "
+                     "(longest context 463 tokens)"]
