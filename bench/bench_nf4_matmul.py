@@ -25,6 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from inference.kernels.gemv_choice import graph_time_us  # noqa: E402
 from inference.kernels.nf4 import Config, NF4Linear, default_config  # noqa: E402
 
 HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, HEAD_DIM, LAYERS = 2560, 9728, 32, 8, 128, 36
@@ -55,29 +56,6 @@ def dequantized(modules) -> torch.Tensor:
     import bitsandbytes.functional as bf
 
     return torch.cat([bf.dequantize_4bit(m.weight.data, m.weight.quant_state) for m in modules])
-
-
-def graph_time_us(calls, repeat: int = 5) -> float:
-    """Mean GPU time of one call of `calls` (a list of closures), from a CUDA graph of all."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for call in calls:
-            call()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for call in calls:
-            call()
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeat):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) * 1000 / repeat / len(calls)
 
 
 def alternatives(m: int, n: int, k: int) -> list[Config]:

@@ -40,7 +40,7 @@ def candidates(n: int, k: int, qblock: int) -> list[Config]:
     return unique
 
 
-def graph_time_us(calls: list[Callable[[], torch.Tensor]]) -> float:
+def graph_time_us(calls: list[Callable[[], torch.Tensor]], replays: int = REPLAYS) -> float:
     """GPU time of one call, averaged over `calls` captured in one CUDA graph and replayed."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -55,11 +55,11 @@ def graph_time_us(calls: list[Callable[[], torch.Tensor]]) -> float:
     graph.replay()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
-    for _ in range(REPLAYS):
+    for _ in range(replays):
         graph.replay()
     end.record()
     torch.cuda.synchronize()
-    elapsed_us = start.elapsed_time(end) * 1000 / REPLAYS / len(calls)
+    elapsed_us = start.elapsed_time(end) * 1000 / replays / len(calls)
     del graph
     return elapsed_us
 
