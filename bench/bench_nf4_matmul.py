@@ -3,8 +3,9 @@
 For each linear of Qwen3-4B-Instruct-2507 as the fast step runs it (Q, K and V fused; O; gate and
 up fused; down) and M = 1 … 128 rows, on NF4 weights with double quantization:
 - `bnb`: `bnb.matmul_4bit` on the separate modules (its GEMV at M = 1, dequantize + matmul above);
-- `triton`: `NF4Linear.matmul` with the engine's rule (`default_config`), and `alternatives`, other
-  tile sizes, to check the rule against;
+- `triton`: `NF4Linear.matmul` with the default tiling (`default_config`), and `alternatives`,
+  other tile sizes, to check it against (the engine itself times a few GEMV tilings against
+  bitsandbytes at start-up for one-row inputs: inference/kernels/gemv_choice.py);
 - `bf16`: the same product on a bf16 weight (cuBLAS), the speed of an unquantized model.
 Every kernel is first checked against x @ dequantized(W)ᵀ on fresh random inputs. Times come from a
 CUDA graph cycling through enough copies of the weights to exceed the L2 cache several times over,

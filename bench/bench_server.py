@@ -44,7 +44,8 @@ def start_server(folder: Path, port: int, extra_args: tuple[str, ...] = (),
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
+            where = f" (its output: {log})" if log is not None else ""
+            raise SystemExit(f"server exited with {proc.returncode}{where}")
         time.sleep(1)
     proc.kill()
     raise SystemExit("server did not start")

@@ -25,6 +25,7 @@ import asyncio
 import json
 import random
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -261,7 +262,10 @@ async def main() -> None:
             save("gpu_memory", info["memory"]["gpu"])
     finally:
         server.terminate()
-        server.wait(60)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            server.kill()
         if args.server_log is not None and args.server_log.exists():
             lines = args.server_log.read_text(errors="replace").splitlines()
             save("slow_steps", [line for line in lines if "Slow step:" in line][:200])

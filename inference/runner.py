@@ -98,18 +98,37 @@ class ModelRunner:
             return None
 
     def _start_fast_step(self, cuda_graphs: bool, max_context: int) -> None:
-        from .cuda_graphs import DecodeGraphs
-        from .fast_step import FastStep
         from .kernels.gemv_choice import choose_gemv
 
-        # Measured before the graphs are captured: the graphs hold the kernels chosen here.
+        linears = self.fast_model.linears()
+        if cuda_graphs:  # measured in CUDA graphs, so it holds for what decode steps replay
+            try:
+                self.gemv_report = choose_gemv(linears, self.dtype, self.device)
+            except Exception as exc:  # the measurement itself failed: bitsandbytes everywhere
+                logger.warning("Could not measure the one-row NF4 products (%s); using "
+                               "bitsandbytes'", exc, exc_info=True)
+                for linear in linears:
+                    linear.gemv = None
         try:
-            self.gemv_report = choose_gemv(self.fast_model.linears(), self.dtype, self.device)
-        except Exception as exc:  # the measurement itself failed: bitsandbytes everywhere
-            logger.warning("Could not measure the one-row NF4 products (%s); using bitsandbytes'",
-                           exc, exc_info=True)
-            for linear in self.fast_model.linears():
+            self._capture_and_warm_up(cuda_graphs, max_context)
+        except Exception as exc:
+            if not any(linear.gemv is not None for linear in linears):
+                raise
+            logger.warning("The Triton step failed to start with the Triton GEMV (%s: %s); "
+                           "trying again with bitsandbytes' products", type(exc).__name__, exc,
+                           exc_info=True)
+            for linear in linears:
                 linear.gemv = None
+            self.gemv_report = {name: {**entry, "kernel": "bitsandbytes"}
+                                for name, entry in self.gemv_report.items()}
+            self.fast_step, self.graph_buckets, self.graph_pool_bytes = None, [], 0
+            self.release_memory()
+            self._capture_and_warm_up(cuda_graphs, max_context)
+
+    def _capture_and_warm_up(self, cuda_graphs: bool, max_context: int) -> None:
+        from .cuda_graphs import DecodeGraphs
+        from .fast_step import FastStep
+
         graphs = None
         if cuda_graphs:
             before = torch.cuda.memory_allocated(self.device)

@@ -196,7 +196,6 @@ class Scheduler:
         start = time.perf_counter()
         try:
             sampled_seqs, sampled = self.runner.execute(scheduled)
-            self._log_if_slow(scheduled, time.perf_counter() - start)
         except Exception as exc:  # the step failed: its requests end, the server goes on
             logger.exception("model step failed")
             if isinstance(exc, torch.OutOfMemoryError):
@@ -204,6 +203,7 @@ class Scheduler:
             for seq, _ in scheduled:
                 self._end(seq, "error", f"{type(exc).__name__}: {exc}")
             return
+        self._log_if_slow(scheduled, time.perf_counter() - start)
         for seq, n in scheduled:
             seq.num_computed += n
             self.blocks.commit(seq)

@@ -199,7 +199,9 @@ class Playground:
             running.attach(stream)
             text = ""
             try:
-                async for group in paced(stream, lambda: update_interval(len(text)), _ends):
+                # The lambda reads `text` as it grows, on purpose: its length paces the updates.
+                async for group in paced(stream, lambda: update_interval(len(text)),  # noqa: B023
+                                         _ends):
                     text += "".join(chunk.text for chunk in group)
                     chunk = group[-1]
                     if chunk.finish_reason is None:

@@ -75,8 +75,8 @@ def _matches(linear: NF4Linear, x: torch.Tensor, config: Config) -> bool:
 def choose_gemv(linears: Iterable[NF4Linear], dtype: torch.dtype,
                 device: torch.device) -> dict[str, dict]:
     """Time bitsandbytes and the Triton GEMV on one-row inputs per shape; set `gemv` on the
-    linears of each shape where Triton wins. Returns {"NxK": {bitsandbytes_us, triton_us,
-    config, kernel}}."""
+    linears of each shape where Triton wins. Returns {"NxK, 8-bit|fp32 scales": {bitsandbytes_us,
+    triton_us, config, kernel}}."""
     groups: dict[tuple[int, int, bool], list[NF4Linear]] = {}
     for linear in linears:
         linear.gemv = None

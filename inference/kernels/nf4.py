@@ -30,7 +30,8 @@ import triton.language as tl
 @triton.jit
 def _scales(absmax_ptr, code2_ptr, absmax2_ptr, offset, idx, NESTED: tl.constexpr,
             BLOCKSIZE2: tl.constexpr, mask=None):
-    """The fp32 scale of the quantization blocks at `idx` (0 where `mask` is false)."""
+    """The fp32 scale of the quantization blocks at `idx` (unspecified where `mask` is false:
+    callers zero those products through their inputs)."""
     if NESTED:
         q = tl.load(absmax_ptr + idx, mask=mask, other=0).to(tl.int32)
         scale = tl.load(code2_ptr + q) * tl.load(absmax2_ptr + idx // BLOCKSIZE2, mask=mask,
@@ -66,7 +67,9 @@ def _gemv_kernel(x_ptr, w_ptr, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, of
     per program.
 
     Each iteration reads GROUPS quantization blocks of every row as they lie in memory
-    (BLOCK_N, GROUPS, QBLOCK / 2 bytes) with 16-byte loads, and turns each byte into its two
+    (BLOCK_N, GROUPS, QBLOCK / 2 bytes), 4 bytes a thread and coalesced across the warp (capped at
+    4 so that the weights share the int32 inputs' layout: no shuffle between them), and turns each
+    byte into its two
     weights with one gather from `pairs` (the two nibbles' code values, bfloat16 bits, in one
     int32: two integer ops split them). With bfloat16 inputs (X_PAIRS), x is read as int32 too:
     the even and odd inputs that meet a byte's two weights. The products are scaled and summed
@@ -297,6 +300,11 @@ class NF4Linear:
         config = config or default_config(m, n, k, self.qblock)
         if config is None:
             raise ValueError(f"no tiling for {m}x{k} @ {n}x{k}")
+        if n % config.block_n or config.block_k % self.qblock:
+            raise ValueError(f"{config} does not tile {n}x{k}")
+        groups = config.block_k // self.qblock
+        if config.block_m == 0 and groups & (groups - 1):
+            raise ValueError(f"{config}: the GEMV reads a power of two of blocks per iteration")
         y = torch.empty((m, n), dtype=x.dtype, device=x.device)
         if config.block_m == 0:
             pairs = x.dtype == torch.bfloat16  # two inputs as one int32

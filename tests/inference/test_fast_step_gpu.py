@@ -74,7 +74,7 @@ def test_one_row_products_take_the_measured_kernel():
     assert set(report) == {"512x1024, 8-bit scales", "512x1024, fp32 scales"}
     for entry in report.values():
         assert entry["bitsandbytes_us"] > 0 and entry["kernel"] in ("triton", "bitsandbytes")
-        assert entry["triton_us"] is not None  # every candidate compiled and matched
+        assert entry["triton_us"] is not None  # some tiling compiled and matched bitsandbytes
     chosen = report["512x1024, 8-bit scales"]["kernel"] == "triton"
     assert all((s.gemv is not None) == chosen for s in singles)  # one choice per shape
     assert (fused.gemv is not None) == (report["512x1024, fp32 scales"]["kernel"] == "triton")

@@ -24,7 +24,9 @@ async def test_chat_streams_a_reply_with_its_statistics(builtin_engine):
     playground = Playground(builtin_engine)
     history = [{"role": "user", "content": "Hello"}]
     updates = [h async for h in playground.chat(history, "Be brief.", max_tokens=8, **SLIDERS)]
-    assert len(updates) >= 3  # streamed, not one final answer
+    # Streamed, not one final answer: the first token is shown at once (later ones are paced).
+    assert len(updates) >= 2 and _notes(updates[0])[-1]["metadata"]["title"].startswith(
+        "Generating")
     final = updates[-1]
     assert final[0] == history[0]
     assert _answer(final) and _answer(final)[0]["content"]
@@ -125,7 +127,7 @@ async def test_stop_during_a_completion(builtin_engine):
 async def test_completion_streams_raw_text(builtin_engine):
     playground = Playground(builtin_engine)
     updates = [u async for u in playground.complete("Once upon a time", max_tokens=6, **SLIDERS)]
-    assert updates[0][1] == "Generating…" and len(updates) >= 3
+    assert updates[0][1] == "Generating…" and len(updates) >= 2  # the first token at once
     text, stats = updates[-1]
     assert text and "6 completion tokens" in stats and "first token" in stats
     assert [u async for u in playground.complete("  ", max_tokens=6, **SLIDERS)] == [
