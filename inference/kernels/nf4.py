@@ -69,9 +69,8 @@ def _gemv_kernel(x_ptr, w_ptr, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, of
     Each iteration reads GROUPS quantization blocks of every row as they lie in memory
     (BLOCK_N, GROUPS, QBLOCK / 2 bytes), 4 bytes a thread and coalesced across the warp (capped at
     4 so that the weights share the int32 inputs' layout: no shuffle between them), and turns each
-    byte into its two
-    weights with one gather from `pairs` (the two nibbles' code values, bfloat16 bits, in one
-    int32: two integer ops split them). With bfloat16 inputs (X_PAIRS), x is read as int32 too:
+    byte into its two weights with one gather from `pairs` (the two nibbles' code values, bfloat16
+    bits, in one int32: two integer ops split them). With bfloat16 inputs (X_PAIRS), x is read as int32 too:
     the even and odd inputs that meet a byte's two weights. The products are scaled and summed
     element-wise; nothing is reduced across threads until the end."""
     HALF: tl.constexpr = QBLOCK // 2
