@@ -86,7 +86,7 @@ def test_sigterm_ends_a_long_stream_at_the_deadline_and_exits_0(server):
         # While draining: the server still answers, but admits nothing, and says why.
         started = time.monotonic()
         refused = client.post(f"{api}/chat/completions", json=SHORT)
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 3.0  # refused, not queued behind the long stream
         assert refused.status_code == 503, refused.text
         assert refused.json()["error"]["code"] == "server_shutting_down"
         assert "loading" not in refused.json()["error"]["message"]

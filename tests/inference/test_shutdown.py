@@ -44,7 +44,7 @@ async def assert_refused(engine: Engine) -> None:
         engine.submit(request(4))
     with pytest.raises(EngineStoppingError):
         await engine.asubmit(request(4))
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2.0  # nothing awaited (a loaded CI machine is slow)
     assert "shutting down" in str(refused.value) and "loading" not in str(refused.value)
 
 
@@ -67,7 +67,7 @@ async def test_drain_ends_what_is_left_at_the_deadline(engine):
     assert engine.queue_depth == 1
     started = time.monotonic()
     await engine.drain(timeout=1.0)
-    assert 1.0 <= time.monotonic() - started < 2.0
+    assert 1.0 <= time.monotonic() - started < 4.0  # the deadline, not the requests' end
     for stream in (long, queued):
         result = await asyncio.wait_for(stream.collect(), 5)
         assert result.finish_reason == "cancelled"
@@ -85,7 +85,7 @@ async def test_cancelling_the_drain_ends_requests_at_once(engine):
     drain.cancel()  # a second signal
     started = time.monotonic()
     result = await asyncio.wait_for(long.collect(), 5)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0  # not the drain's 600 s
     assert result.finish_reason == "cancelled" and result.error == "the server is shutting down"
 
 
