@@ -4,8 +4,8 @@ For each linear of Qwen3-4B-Instruct-2507 as the fast step runs it (Q, K and V f
 up fused; down) and M = 1 … 128 rows, on NF4 weights with double quantization:
 - `bnb`: `bnb.matmul_4bit` on the separate modules (its GEMV at M = 1, dequantize + matmul above);
 - `triton`: `NF4Linear.matmul` with the default tiling (`default_config`), and `alternatives`,
-  other tile sizes, to check it against (the engine itself times a few GEMV tilings against
-  bitsandbytes at start-up for one-row inputs: inference/kernels/gemv_choice.py);
+  other tile sizes, to check it against (the engine itself times a few tilings against
+  bitsandbytes at start-up for each decode batch bucket: inference/kernels/nf4_choice.py);
 - `bf16`: the same product on a bf16 weight (cuBLAS), the speed of an unquantized model.
 Every kernel is first checked against x @ dequantized(W)ᵀ on fresh random inputs. Times come from a
 CUDA graph cycling through enough copies of the weights to exceed the L2 cache several times over,
@@ -26,8 +26,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from inference.kernels.gemv_choice import graph_time_us  # noqa: E402
 from inference.kernels.nf4 import Config, NF4Linear, default_config  # noqa: E402
+from inference.kernels.nf4_choice import graph_time_us  # noqa: E402
 
 HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, HEAD_DIM, LAYERS = 2560, 9728, 32, 8, 128, 36
 SHAPES = {  # name: output sizes of the modules fused into it, input size
@@ -71,11 +71,12 @@ def alternatives(m: int, n: int, k: int) -> list[Config]:
                                     for s in (1, 2)]
         return options
     block_ms = (16,) if m <= 16 else (16, 32) if m <= 32 else (16, 32, 64)
-    for block_m in block_ms:
+    for block_m in block_ms:  # the tensor-core kernel steps one quantization block (64) at a time
         for block_n in (16, 32, 64, 128):
-            for block_k, warps in ((64, 4), (128, 4), (128, 8)):
-                if n % block_n == 0 and k % block_k == 0:
-                    options.append(Config(block_n, block_k, block_m, num_warps=warps, num_stages=3))
+            for warps, stages in ((4, 3), (8, 3), (4, 4)):
+                if n % block_n == 0:
+                    options.append(Config(block_n, 64, block_m, num_warps=warps,
+                                          num_stages=stages))
     return options
 
 

@@ -63,7 +63,7 @@ class ModelRunner:
         self.graph_pool_bytes = 0
         self.graph_buckets: list[int] = []
         self.capture_seconds = 0.0
-        self.gemv_report: dict[str, dict] = {}
+        self.kernel_report: dict[str, dict] = {}
         if self.fast_model is not None:
             try:
                 self._start_fast_step(settings.cuda_graphs, max_context)
@@ -71,7 +71,7 @@ class ModelRunner:
                 logger.warning("The Triton step failed to start (%s: %s); serving with the plain "
                                "PyTorch step", type(exc).__name__, exc, exc_info=True)
                 self.fast_model = self.fast_step = None
-                self.graph_buckets, self.graph_pool_bytes, self.gemv_report = [], 0, {}
+                self.graph_buckets, self.graph_pool_bytes, self.kernel_report = [], 0, {}
                 self.release_memory()
 
     # -- the step's implementation -------------------------------------------------------------
@@ -98,29 +98,32 @@ class ModelRunner:
             return None
 
     def _start_fast_step(self, cuda_graphs: bool, max_context: int) -> None:
-        from .kernels.gemv_choice import choose_gemv
+        from .kernels.nf4_choice import choose_kernels
 
         linears = self.fast_model.linears()
         if cuda_graphs:  # measured in CUDA graphs, so it holds for what decode steps replay
             try:
-                self.gemv_report = choose_gemv(linears, self.dtype, self.device)
+                self.kernel_report = choose_kernels(linears, self.dtype, self.device,
+                                                    self.max_seqs)
             except Exception as exc:  # the measurement itself failed: bitsandbytes everywhere
-                logger.warning("Could not measure the one-row NF4 products (%s); using "
-                               "bitsandbytes'", exc, exc_info=True)
+                logger.warning("Could not measure the NF4 products (%s); using bitsandbytes'",
+                               exc, exc_info=True)
                 for linear in linears:
-                    linear.gemv = None
+                    linear.triton = {}
         try:
             self._capture_and_warm_up(cuda_graphs, max_context)
         except Exception as exc:
-            if not any(linear.gemv is not None for linear in linears):
+            if not any(config is not None for linear in linears
+                       for config in linear.triton.values()):
                 raise
-            logger.warning("The Triton step failed to start with the Triton GEMV (%s: %s); "
+            logger.warning("The Triton step failed to start with Triton NF4 products (%s: %s); "
                            "trying again with bitsandbytes' products", type(exc).__name__, exc,
                            exc_info=True)
             for linear in linears:
-                linear.gemv = None
-            self.gemv_report = {name: {**entry, "kernel": "bitsandbytes"}
-                                for name, entry in self.gemv_report.items()}
+                linear.triton = {}
+            self.kernel_report = {
+                name: {rows: {**entry, "kernel": "bitsandbytes"} for rows, entry in by_rows.items()}
+                for name, by_rows in self.kernel_report.items()}
             self.fast_step, self.graph_buckets, self.graph_pool_bytes = None, [], 0
             self.release_memory()
             self._capture_and_warm_up(cuda_graphs, max_context)
@@ -150,7 +153,7 @@ class ModelRunner:
             "cuda_graphs": bool(self.graph_buckets),
             "graph_batch_sizes": self.graph_buckets,
             "graph_capture_seconds": round(self.capture_seconds, 2),
-            "one_row_products": self.gemv_report,
+            "nf4_products": self.kernel_report,
             "memory_bytes": {
                 "weights": self.weight_bytes,
                 "kv_cache": self.kv_cache_bytes,

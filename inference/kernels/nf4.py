@@ -6,16 +6,19 @@ codes a byte (the even element in the high nibble), one scale per `blocksize` el
 quantization (the default checkpoint's) the scales are themselves 8-bit codes into `state2.code`,
 scaled per 256 scales by `state2.absmax`, plus `offset`.
 
-The engine multiplies through bitsandbytes (`NF4Linear.__call__`), except for one-row inputs (a
-decode step of one sequence) where the start-up measurement (kernels/gemv_choice.py) found the
-Triton GEMV faster on this GPU and set `gemv`. The Triton kernels (`NF4Linear.matmul`) are measured
+`NF4Linear.__call__` multiplies through bitsandbytes, except for the row counts (decode batch
+buckets) where the start-up measurement (kernels/nf4_choice.py) found a Triton kernel faster on
+this GPU and recorded it in `triton`. The Triton kernels (`NF4Linear.matmul`), both reading each
+byte's two weights with one gather from a 256-entry table (`pair_table`), are also measured
 against bitsandbytes on each of Qwen3-4B's shapes by bench/bench_nf4_matmul.py:
 - `_gemv_kernel` for one row: each program computes BLOCK_N outputs, reading its rows' packed
-  bytes with coalesced loads, one table gather per byte for both of its weights, and summing
-  element-wise until the end (no cross-thread reduction in the loop); more rows run it per row;
-- `_gemm_kernel` for more rows: tiles of (BLOCK_M, BLOCK_N) on the tensor cores, the weight tile
-  dequantized once per K step and shared by the BLOCK_M rows (it loses to bitsandbytes'
-  dequantize-then-matmul on the H200 at every size measured).
+  bytes with coalesced loads and summing element-wise until the end (no cross-thread reduction in
+  the loop); more rows run it per row;
+- `_gemm_kernel` for more rows: tiles of (BLOCK_M, BLOCK_N) on the tensor cores, one quantization
+  block per step as two dots (even inputs by high nibbles, odd by low), scaled after the dot.
+The kernels as first written (a gather per nibble, nibbles interleaved by join/reshape) lost to
+bitsandbytes at every size on the H200 (bench/results/nf4-matmul-h200.json); these have not yet
+run on a GPU.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ def _scales(absmax_ptr, code2_ptr, absmax2_ptr, offset, idx, NESTED: tl.constexp
             BLOCKSIZE2: tl.constexpr, mask=None):
     """The fp32 scale of the quantization blocks at `idx` (unspecified where `mask` is false:
     callers zero those products through their inputs)."""
+    if mask is None:
+        mask = idx >= 0  # every block
     if NESTED:
         q = tl.load(absmax_ptr + idx, mask=mask, other=0).to(tl.int32)
         scale = tl.load(code2_ptr + q) * tl.load(absmax2_ptr + idx // BLOCKSIZE2, mask=mask,
@@ -104,22 +109,48 @@ def _gemv_kernel(x_ptr, w_ptr, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, of
 
 
 @triton.jit
-def _gemm_kernel(x_ptr, w_ptr, absmax_ptr, code_ptr, code2_ptr, absmax2_ptr, offset, y_ptr,
-                 M, N, K, stride_xm, stride_ym, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 BLOCK_K: tl.constexpr, QBLOCK: tl.constexpr, NESTED: tl.constexpr,
-                 BLOCKSIZE2: tl.constexpr, PRECISION: tl.constexpr):
+def _gemm_kernel(x_ptr, w_ptr, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, offset, y_ptr,
+                 M, K, stride_w, stride_xm, stride_ym, BLOCK_M: tl.constexpr,
+                 BLOCK_N: tl.constexpr, QBLOCK: tl.constexpr, NESTED: tl.constexpr,
+                 BLOCKSIZE2: tl.constexpr, X_PAIRS: tl.constexpr, PRECISION: tl.constexpr):
+    """y = x @ Wᵀ on the tensor cores, one (BLOCK_M, BLOCK_N) tile per program.
+
+    Each iteration takes one quantization block of BLOCK_N rows as it lies in memory
+    (BLOCK_N, QBLOCK / 2 bytes). The high nibbles are the weights of the even columns and the low
+    nibbles those of the odd ones, so the block's product is two dots, even inputs by high-nibble
+    weights plus odd inputs by low-nibble weights: no interleaving of the nibbles. The weights come
+    from one `pairs` gather per byte as unscaled code values; the block's scale multiplies the dot's
+    result, once per output rather than once per weight."""
+    HALF: tl.constexpr = QBLOCK // 2
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    t = tl.arange(0, HALF)
+    blocks = K // QBLOCK
+    w_rows = w_ptr + rn.to(tl.int64)[:, None] * stride_w  # K // 2, passed for its alignment
+    x_rows = x_ptr + rm.to(tl.int64)[:, None] * stride_xm
+    row_ok = rm[:, None] < M
+    dtype = y_ptr.dtype.element_ty
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        w = _dequant_tile(w_ptr, absmax_ptr, code_ptr, code2_ptr, absmax2_ptr, offset, rn, k0, K,
-                          BLOCK_N, BLOCK_K, QBLOCK, NESTED, BLOCKSIZE2)
-        rk = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + rm[:, None].to(tl.int64) * stride_xm + rk[None, :],
-                    mask=rm[:, None] < M, other=0.0)
-        acc += tl.dot(x, tl.trans(w.to(x.dtype)), input_precision=PRECISION)
-    tl.store(y_ptr + rm[:, None].to(tl.int64) * stride_ym + rn[None, :],
-             acc.to(y_ptr.dtype.element_ty), mask=rm[:, None] < M)
+    for b in range(0, blocks):
+        byte = b * HALF + t
+        packed = tl.load(w_rows + byte[None, :])
+        pair = tl.load(pairs_ptr + packed.to(tl.int32))
+        w_even = (pair & -65536).to(tl.float32, bitcast=True).to(dtype)
+        w_odd = (pair << 16).to(tl.float32, bitcast=True).to(dtype)
+        if X_PAIRS:
+            both = tl.load(x_rows + byte[None, :], mask=row_ok, other=0)
+            x_even = (both << 16).to(tl.float32, bitcast=True).to(dtype)
+            x_odd = (both & -65536).to(tl.float32, bitcast=True).to(dtype)
+        else:
+            x_even = tl.load(x_rows + 2 * byte[None, :], mask=row_ok, other=0.0)
+            x_odd = tl.load(x_rows + 2 * byte[None, :] + 1, mask=row_ok, other=0.0)
+        part = tl.dot(x_even, tl.trans(w_even), input_precision=PRECISION)
+        part = tl.dot(x_odd, tl.trans(w_odd), part, input_precision=PRECISION)
+        scale = _scales(absmax_ptr, code2_ptr, absmax2_ptr, offset, rn.to(tl.int64) * blocks + b,
+                        NESTED, BLOCKSIZE2)
+        acc += part * scale[None, :]
+    tl.store(y_ptr + rm.to(tl.int64)[:, None] * stride_ym + rn[None, :], acc.to(dtype),
+             mask=row_ok)
 
 
 @triton.jit
@@ -194,10 +225,9 @@ def default_config(m: int, n: int, k: int, qblock: int) -> Config | None:
     rows = -(-m // block_m)
     block_n = next((b for b in (64, 32, 16) if n % b == 0 and rows * n // b >= WAVE),
                    _largest_dividing(n, (16, 32, 64)))
-    config = Config(block_n, _largest_dividing(k, (128, 64)), block_m, num_warps=4, num_stages=3)
-    if not config.block_n or config.block_k < qblock or config.block_k % qblock:
+    if not block_n or k % qblock:
         return None
-    return config
+    return Config(block_n, qblock, block_m, num_warps=4, num_stages=3)  # one block per step
 
 
 def pair_table(code: torch.Tensor) -> torch.Tensor:
@@ -234,7 +264,9 @@ class NF4Linear:
         self.bias = module.bias
         self.state = state  # what bitsandbytes' kernels read
         self.extra_bytes = 0  # memory held beyond the module's own tensors
-        self.gemv: Config | None = None  # set where the Triton GEMV beats bitsandbytes' (one row)
+        # Row bucket -> the Triton tiling that beat bitsandbytes there (None: it did not), in
+        # increasing order of rows; empty: bitsandbytes everywhere (kernels/nf4_choice.py).
+        self.triton: dict[int, Config | None] = {}
         self._check()
 
     @classmethod
@@ -265,7 +297,7 @@ class NF4Linear:
         self.code2 = self.absmax2 = self.absmax  # unread
         self.nested, self.blocksize2, self.offset = False, 1, 0.0
         self.bias = None
-        self.gemv = None
+        self.triton = {}
         from bitsandbytes.functional import QuantState
 
         self.state = QuantState(self.absmax, shape=torch.Size([self.out_features, self.in_features]),
@@ -284,10 +316,23 @@ class NF4Linear:
         return (self.packed, self.absmax, self.code, self.code2, self.absmax2, self.offset)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x (M, K) in the compute dtype -> (M, N): the Triton GEMV for one row where `gemv` is set
-        (measured faster at start-up), bitsandbytes' kernels otherwise; captured in the graphs."""
-        if self.gemv is not None and x.shape[0] == 1 and self.bias is None:
-            return self.matmul(x, self.gemv)
+        """x (M, K) in the compute dtype -> (M, N): the Triton kernel measured faster for M's row
+        bucket, bitsandbytes' kernels otherwise (captured in the graphs either way)."""
+        config = self.triton_config(x.shape[0]) if self.bias is None else None
+        if config is not None:
+            return self.matmul(x, config)
+        return self.bitsandbytes(x)
+
+    def triton_config(self, rows: int) -> Config | None:
+        """The Triton tiling for `rows` rows: that of the smallest measured bucket that holds them;
+        None for bitsandbytes (also above the largest bucket)."""
+        for bucket, config in self.triton.items():
+            if rows <= bucket:
+                return config
+        return None
+
+    def bitsandbytes(self, x: torch.Tensor) -> torch.Tensor:
+        """The product through bitsandbytes: its GEMV for one row, dequantize + matmul above."""
         import bitsandbytes as bnb
 
         return bnb.matmul_4bit(x, self.packed, quant_state=self.state, bias=self.bias)
@@ -316,12 +361,15 @@ class NF4Linear:
                     BLOCKSIZE2=self.blocksize2, X_PAIRS=pairs, num_warps=config.num_warps,
                     num_stages=config.num_stages)
         else:
+            pairs = x.dtype == torch.bfloat16  # two inputs as one int32
+            xs = x.view(torch.int32) if pairs else x
             grid = (n // config.block_n, triton.cdiv(m, config.block_m))
-            _gemm_kernel[grid](x, *self._args(), y, m, n, k, x.stride(0), y.stride(0),
-                               BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-                               BLOCK_K=config.block_k, QBLOCK=self.qblock, NESTED=self.nested,
-                               BLOCKSIZE2=self.blocksize2, num_warps=config.num_warps,
-                               num_stages=config.num_stages, PRECISION=dot_precision(x.dtype))
+            _gemm_kernel[grid](xs, self.packed, self.pairs, self.absmax, self.code2, self.absmax2,
+                               self.offset, y, m, k, k // 2, xs.stride(0), y.stride(0),
+                               BLOCK_M=config.block_m, BLOCK_N=config.block_n, QBLOCK=self.qblock,
+                               NESTED=self.nested, BLOCKSIZE2=self.blocksize2, X_PAIRS=pairs,
+                               PRECISION=dot_precision(x.dtype), num_warps=config.num_warps,
+                               num_stages=config.num_stages)
         return y
 
     def dequantize(self, dtype: torch.dtype) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 - the NF4 linears (bitsandbytes, single and fused) and the Triton NF4 kernels against
   x @ dequantized(W)ᵀ, with and without double quantization, for row counts on both sides of every
-  kernel switch; the start-up choice of the one-row product (kernels/gemv_choice.py);
+  kernel switch; the start-up choice of kernel per batch bucket (kernels/nf4_choice.py);
 - paged attention against SDPA over gathered keys, for decode rows split in parts and for prompt
   chunks behind a cached prefix, on scattered blocks;
 - one decode step replayed from a CUDA graph against the same step run eagerly, for batch sizes
@@ -43,14 +43,15 @@ def dequantized(modules) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("nested", [True, False])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("rows", [1, 2, 3, 8, 17, 64, 600])
-def test_nf4_products_match_the_dequantized_weight(rows, nested):
+def test_nf4_products_match_the_dequantized_weight(rows, nested, dtype):
     from inference.kernels.nf4 import NF4Linear
 
     torch.manual_seed(rows)
     single = nf4_module(256, 512, nested)
     parts = [nf4_module(n, 512, nested) for n in (128, 64, 64)]
-    x = torch.randn(rows, 512, device=CUDA, dtype=torch.bfloat16)
+    x = torch.randn(rows, 512, device=CUDA, dtype=dtype)
     for linear, modules in ((NF4Linear(single), [single]), (NF4Linear.fused(parts), parts)):
         expected = x.float() @ dequantized(modules).t()
         for got in (linear(x).float(), linear.matmul(x).float()):  # bitsandbytes, then Triton
@@ -62,25 +63,32 @@ def test_nf4_products_match_the_dequantized_weight(rows, nested):
     torch.testing.assert_close(whole, dequantized(parts), atol=1e-6, rtol=0)
 
 
-def test_one_row_products_take_the_measured_kernel():
-    from inference.kernels.gemv_choice import choose_gemv
-    from inference.kernels.nf4 import NF4Linear, gemv_config
+def test_each_batch_bucket_takes_the_measured_kernel():
+    from inference.kernels.nf4 import NF4Linear, default_config, gemv_config
+    from inference.kernels.nf4_choice import choose_kernels
 
     torch.manual_seed(7)
     singles = [NF4Linear(nf4_module(512, 1024, True)) for _ in range(3)]
     parts = [nf4_module(n, 1024, True) for n in (256, 128, 128)]
     fused = NF4Linear.fused(parts)
-    report = choose_gemv(singles + [fused], torch.bfloat16, CUDA)
+    report = choose_kernels(singles + [fused], torch.bfloat16, CUDA, max_rows=20)
     assert set(report) == {"512x1024, 8-bit scales", "512x1024, fp32 scales"}
-    for entry in report.values():
-        assert entry["bitsandbytes_us"] > 0 and entry["kernel"] in ("triton", "bitsandbytes")
-        assert entry["triton_us"] is not None  # some tiling compiled and matched bitsandbytes
-    chosen = report["512x1024, 8-bit scales"]["kernel"] == "triton"
-    assert all((s.gemv is not None) == chosen for s in singles)  # one choice per shape
-    assert (fused.gemv is not None) == (report["512x1024, fp32 scales"]["kernel"] == "triton")
-    fused.gemv = gemv_config(512, 1024, 64)  # forced: one row through Triton, more through bnb
+    for name, by_rows in report.items():
+        assert list(by_rows) == [1, 2, 4, 8, 16]  # the buckets up to 20 rows
+        for entry in by_rows.values():
+            assert entry["bitsandbytes_us"] > 0 and entry["kernel"] in ("triton", "bitsandbytes")
+            assert entry["triton_us"] is not None  # some tiling compiled and matched bitsandbytes
+        linear = fused if "fp32" in name else singles[0]
+        assert [linear.triton[m] is not None for m in by_rows] == [
+            e["kernel"] == "triton" for e in by_rows.values()]
+    assert len({tuple(s.triton.items()) for s in singles}) == 1  # one choice per shape
+    # Forced: one row through the GEMV, 3 and 16 through the tensor-core kernel, 17 (above the
+    # largest bucket) through bitsandbytes; all against the dequantized weight.
+    fused.triton = {1: gemv_config(512, 1024, 64), 4: default_config(4, 512, 1024, 64),
+                    16: default_config(16, 512, 1024, 64)}
+    assert fused.triton_config(17) is None and fused.triton_config(3) == fused.triton[4]
     expected_w = dequantized(parts)
-    for rows in (1, 3):
+    for rows in (1, 3, 16, 17):
         x = torch.randn(rows, 1024, device=CUDA, dtype=torch.bfloat16)
         expected = x.float() @ expected_w.t()
         torch.testing.assert_close(fused(x).float(), expected,

@@ -1,0 +1,131 @@
+"""Which 4-bit product each batch size takes, decided at start-up by measuring on this GPU.
+
+A decode step multiplies one row per sequence by every NF4 weight. Whether bitsandbytes' kernels
+(its GEMV for one row; dequantize-then-matmul above) or ours (`_gemv_kernel` for one row,
+`_gemm_kernel` on the tensor cores for more) are faster depends on the GPU, the shape and the
+number of rows. So before the CUDA graphs are captured, `choose_kernels` times them on the model's
+own linears, grouped by shape, for each row bucket up to the largest decode batch: each candidate
+is captured in a CUDA graph that calls it on every linear of the group in turn (so weights come
+from memory, not the L2 cache, as in a real step) and replayed. A Triton tiling must first match
+bitsandbytes' result on a random input; it is chosen only when it is faster by a margin, and then
+recorded in `NF4Linear.triton` for that bucket (None: bitsandbytes). Rows above the largest bucket (prompt chunks) keep
+bitsandbytes. The report (times per shape and bucket, the choice) goes to model info's `step`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+import torch
+
+from .nf4 import Config, NF4Linear, default_config, gemv_config
+
+logger = logging.getLogger(__name__)
+
+MARGIN = 0.9  # Triton must take at most this fraction of bitsandbytes' time
+REPLAYS = 5
+TOLERANCE = 2e-2  # largest difference from bitsandbytes, relative to its largest output
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def candidates(m: int, n: int, k: int, qblock: int) -> list[Config]:
+    """Tilings worth timing for `m` rows: the GEMV's for one row, the tensor-core kernel's for
+    more (a few widths around the default)."""
+    if m == 1:
+        options = [gemv_config(n, k, qblock)] + [
+            Config(block_n, groups * qblock, 0, num_warps=warps, num_stages=2)
+            for block_n, groups, warps in ((1, 32, 1), (2, 16, 1), (4, 8, 2), (8, 8, 4))]
+    else:
+        block_m = 16 if m <= 16 else 32 if m <= 32 else 64
+        options = [default_config(m, n, k, qblock)] + [
+            Config(block_n, qblock, block_m, num_warps=8 if block_n * block_m >= 8192 else 4,
+                   num_stages=3)
+            for block_n in (64, 128)]
+    unique = []
+    for option in options:
+        if option is not None and n % option.block_n == 0 and option not in unique:
+            unique.append(option)
+    return unique
+
+
+def graph_time_us(calls: list[Callable[[], torch.Tensor]], replays: int = REPLAYS) -> float:
+    """GPU time of one call, averaged over `calls` captured in one CUDA graph and replayed."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for call in calls:  # warm-up: compiles and allocates outside the capture
+            call()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in calls:
+            call()
+    graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(replays):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    elapsed_us = start.elapsed_time(end) * 1000 / replays / len(calls)
+    del graph
+    return elapsed_us
+
+
+def _matches(linear: NF4Linear, x: torch.Tensor, config: Config) -> bool:
+    expected = linear.bitsandbytes(x).float()
+    got = linear.matmul(x, config).float()
+    scale = expected.abs().max().item() or 1.0
+    return bool(torch.isfinite(got).all()) and (got - expected).abs().max().item() <= (
+        TOLERANCE * scale)
+
+
+def _choose(members: list[NF4Linear], m: int, dtype: torch.dtype,
+            device: torch.device) -> dict:
+    """Time bitsandbytes and the candidates on `m` rows for linears of one shape."""
+    n, k = members[0].out_features, members[0].in_features
+    x = torch.randn(m, k, device=device, dtype=dtype)
+    bnb_us = graph_time_us([lambda lin=lin, x=x: lin.bitsandbytes(x) for lin in members])
+    best: tuple[float, Config] | None = None
+    for config in candidates(m, n, k, members[0].qblock):
+        try:
+            if not _matches(members[0], x, config):
+                logger.warning("Triton NF4 product %s gave wrong results for %d rows of %dx%d",
+                               config, m, n, k)
+                continue
+            us = graph_time_us([lambda lin=lin, c=config, x=x: lin.matmul(x, c)
+                                for lin in members])
+        except Exception as exc:  # a tiling this GPU or Triton build cannot run
+            logger.info("Triton NF4 product %s unavailable for %dx%d: %s", config, n, k, exc)
+            continue
+        if best is None or us < best[0]:
+            best = (us, config)
+    chosen = best is not None and best[0] <= MARGIN * bnb_us
+    for linear in members:  # buckets are measured in increasing order
+        linear.triton[m] = best[1] if chosen else None
+    return {"bitsandbytes_us": round(bnb_us, 2),
+            "triton_us": round(best[0], 2) if best else None,
+            "config": str(best[1]) if best else None,
+            "kernel": "triton" if chosen else "bitsandbytes"}
+
+
+def choose_kernels(linears: Iterable[NF4Linear], dtype: torch.dtype, device: torch.device,
+                   max_rows: int) -> dict[str, dict[int, dict]]:
+    """Measure each shape at each row bucket up to `max_rows`; record Triton's wins on the
+    linears. Returns {"NxK, 8-bit|fp32 scales": {rows: {bitsandbytes_us, triton_us, config,
+    kernel}}}."""
+    groups: dict[tuple[int, int, bool], list[NF4Linear]] = {}
+    for linear in linears:
+        linear.triton = {}
+        key = (linear.out_features, linear.in_features, linear.nested)
+        groups.setdefault(key, []).append(linear)
+    buckets = [m for m in ROW_BUCKETS if m <= max(1, max_rows)]
+    report: dict[str, dict[int, dict]] = {}
+    for (n, k, nested), members in groups.items():
+        name = f"{n}x{k}, {'8-bit' if nested else 'fp32'} scales"
+        report[name] = {m: _choose(members, m, dtype, device) for m in buckets}
+        logger.info("NF4 products %s: %s", name, {m: (r["kernel"], r["bitsandbytes_us"],
+                                                      r["triton_us"])
+                                                  for m, r in report[name].items()})
+    return report
