@@ -71,12 +71,12 @@ def alternatives(m: int, n: int, k: int) -> list[Config]:
                                     for s in (1, 2)]
         return options
     block_ms = (16,) if m <= 16 else (16, 32) if m <= 32 else (16, 32, 64)
-    for block_m in block_ms:  # the tensor-core kernel steps one quantization block (64) at a time
+    for block_m in block_ms:  # the tensor-core kernel: quantization blocks (64) per step
         for block_n in (16, 32, 64, 128):
-            for warps, stages in ((4, 3), (8, 3), (4, 4)):
+            for groups, warps in ((1, 4), (2, 4), (4, 4), (2, 8)):
                 if n % block_n == 0:
-                    options.append(Config(block_n, 64, block_m, num_warps=warps,
-                                          num_stages=stages))
+                    options.append(Config(block_n, 64 * groups, block_m, num_warps=warps,
+                                          num_stages=3))
     return options
 
 

@@ -14,8 +14,9 @@ against bitsandbytes on each of Qwen3-4B's shapes by bench/bench_nf4_matmul.py:
 - `_gemv_kernel` for one row: each program computes BLOCK_N outputs, reading its rows' packed
   bytes with coalesced loads and summing element-wise until the end (no cross-thread reduction in
   the loop); more rows run it per row;
-- `_gemm_kernel` for more rows: tiles of (BLOCK_M, BLOCK_N) on the tensor cores, one quantization
-  block per step as two dots (even inputs by high nibbles, odd by low), scaled after the dot.
+- `_gemm_kernel` for more rows: tiles of (BLOCK_M, BLOCK_N) on the tensor cores, each
+  quantization block as two dots (even inputs by high nibbles, odd by low), scaled after the dot,
+  a few blocks per iteration.
 The kernels as first written (a gather per nibble, nibbles interleaved by join/reshape) lost to
 bitsandbytes at every size on the H200 (bench/results/nf4-matmul-h200.json); these have not yet
 run on a GPU.
@@ -109,46 +110,61 @@ def _gemv_kernel(x_ptr, w_ptr, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, of
 
 
 @triton.jit
+def _gemm_block(x_rows, w_rows, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, offset, rn, row_ok,
+                b, blocks, dtype, QBLOCK: tl.constexpr, NESTED: tl.constexpr,
+                BLOCKSIZE2: tl.constexpr, X_PAIRS: tl.constexpr, PRECISION: tl.constexpr):
+    """x @ W[rn]ᵀ over quantization block `b` alone, scaled (zero when b is past the last)."""
+    HALF: tl.constexpr = QBLOCK // 2
+    byte = b * HALF + tl.arange(0, HALF)
+    live = (byte < blocks * HALF)[None, :]  # the whole block is past the last, or none of it
+    packed = tl.load(w_rows + byte[None, :], mask=live, other=0)
+    pair = tl.load(pairs_ptr + packed.to(tl.int32))
+    w_even = (pair & -65536).to(tl.float32, bitcast=True).to(dtype)
+    w_odd = (pair << 16).to(tl.float32, bitcast=True).to(dtype)
+    x_ok = row_ok & live
+    if X_PAIRS:
+        both = tl.load(x_rows + byte[None, :], mask=x_ok, other=0)
+        x_even = (both << 16).to(tl.float32, bitcast=True).to(dtype)
+        x_odd = (both & -65536).to(tl.float32, bitcast=True).to(dtype)
+    else:
+        x_even = tl.load(x_rows + 2 * byte[None, :], mask=x_ok, other=0.0)
+        x_odd = tl.load(x_rows + 2 * byte[None, :] + 1, mask=x_ok, other=0.0)
+    part = tl.dot(x_even, tl.trans(w_even), input_precision=PRECISION)
+    part = tl.dot(x_odd, tl.trans(w_odd), part, input_precision=PRECISION)
+    idx = rn.to(tl.int64) * blocks + b
+    scale = _scales(absmax_ptr, code2_ptr, absmax2_ptr, offset, idx, NESTED, BLOCKSIZE2,
+                    rn * 0 + b < blocks)
+    return part * scale[None, :]
+
+
+@triton.jit
 def _gemm_kernel(x_ptr, w_ptr, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, offset, y_ptr,
                  M, K, stride_w, stride_xm, stride_ym, BLOCK_M: tl.constexpr,
-                 BLOCK_N: tl.constexpr, QBLOCK: tl.constexpr, NESTED: tl.constexpr,
-                 BLOCKSIZE2: tl.constexpr, X_PAIRS: tl.constexpr, PRECISION: tl.constexpr):
+                 BLOCK_N: tl.constexpr, GROUPS: tl.constexpr, QBLOCK: tl.constexpr,
+                 NESTED: tl.constexpr, BLOCKSIZE2: tl.constexpr, X_PAIRS: tl.constexpr,
+                 PRECISION: tl.constexpr):
     """y = x @ Wᵀ on the tensor cores, one (BLOCK_M, BLOCK_N) tile per program.
 
-    Each iteration takes one quantization block of BLOCK_N rows as it lies in memory
-    (BLOCK_N, QBLOCK / 2 bytes). The high nibbles are the weights of the even columns and the low
-    nibbles those of the odd ones, so the block's product is two dots, even inputs by high-nibble
-    weights plus odd inputs by low-nibble weights: no interleaving of the nibbles. The weights come
-    from one `pairs` gather per byte as unscaled code values; the block's scale multiplies the dot's
-    result, once per output rather than once per weight."""
-    HALF: tl.constexpr = QBLOCK // 2
+    Each quantization block of BLOCK_N rows is taken as it lies in memory (BLOCK_N, QBLOCK / 2
+    bytes). The high nibbles are the weights of the even columns and the low nibbles those of the
+    odd ones, so the block's product is two dots, even inputs by high-nibble weights plus odd
+    inputs by low-nibble weights: no interleaving of the nibbles. The weights come from one `pairs`
+    gather per byte as unscaled code values; the block's scale multiplies the dot's result, once
+    per output rather than once per weight. An iteration takes GROUPS blocks (unrolled), so that a
+    program has more bytes in flight where the layer has few rows (O, down)."""
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-    t = tl.arange(0, HALF)
     blocks = K // QBLOCK
     w_rows = w_ptr + rn.to(tl.int64)[:, None] * stride_w  # K // 2, passed for its alignment
     x_rows = x_ptr + rm.to(tl.int64)[:, None] * stride_xm
     row_ok = rm[:, None] < M
     dtype = y_ptr.dtype.element_ty
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for b in range(0, blocks):
-        byte = b * HALF + t
-        packed = tl.load(w_rows + byte[None, :])
-        pair = tl.load(pairs_ptr + packed.to(tl.int32))
-        w_even = (pair & -65536).to(tl.float32, bitcast=True).to(dtype)
-        w_odd = (pair << 16).to(tl.float32, bitcast=True).to(dtype)
-        if X_PAIRS:
-            both = tl.load(x_rows + byte[None, :], mask=row_ok, other=0)
-            x_even = (both << 16).to(tl.float32, bitcast=True).to(dtype)
-            x_odd = (both & -65536).to(tl.float32, bitcast=True).to(dtype)
-        else:
-            x_even = tl.load(x_rows + 2 * byte[None, :], mask=row_ok, other=0.0)
-            x_odd = tl.load(x_rows + 2 * byte[None, :] + 1, mask=row_ok, other=0.0)
-        part = tl.dot(x_even, tl.trans(w_even), input_precision=PRECISION)
-        part = tl.dot(x_odd, tl.trans(w_odd), part, input_precision=PRECISION)
-        scale = _scales(absmax_ptr, code2_ptr, absmax2_ptr, offset, rn.to(tl.int64) * blocks + b,
-                        NESTED, BLOCKSIZE2)
-        acc += part * scale[None, :]
+    for b0 in range(0, blocks, GROUPS):
+        for g in tl.static_range(GROUPS):
+            acc += _gemm_block(x_rows, w_rows, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr,
+                               offset, rn, row_ok, b0 + g, blocks, dtype, QBLOCK, NESTED,
+                               BLOCKSIZE2, X_PAIRS, PRECISION)
     tl.store(y_ptr + rm.to(tl.int64)[:, None] * stride_ym + rn[None, :], acc.to(dtype),
              mask=row_ok)
 
@@ -227,7 +243,7 @@ def default_config(m: int, n: int, k: int, qblock: int) -> Config | None:
                    _largest_dividing(n, (16, 32, 64)))
     if not block_n or k % qblock:
         return None
-    return Config(block_n, qblock, block_m, num_warps=4, num_stages=3)  # one block per step
+    return Config(block_n, 2 * qblock, block_m, num_warps=4, num_stages=3)  # 2 blocks a step
 
 
 def pair_table(code: torch.Tensor) -> torch.Tensor:
@@ -347,7 +363,7 @@ class NF4Linear:
         if n % config.block_n or config.block_k % self.qblock:
             raise ValueError(f"{config} does not tile {n}x{k}")
         groups = config.block_k // self.qblock
-        if config.block_m == 0 and groups & (groups - 1):
+        if groups < 1 or config.block_m == 0 and groups & (groups - 1):
             raise ValueError(f"{config}: the GEMV reads a power of two of blocks per iteration")
         y = torch.empty((m, n), dtype=x.dtype, device=x.device)
         if config.block_m == 0:
@@ -366,7 +382,8 @@ class NF4Linear:
             grid = (n // config.block_n, triton.cdiv(m, config.block_m))
             _gemm_kernel[grid](xs, self.packed, self.pairs, self.absmax, self.code2, self.absmax2,
                                self.offset, y, m, k, k // 2, xs.stride(0), y.stride(0),
-                               BLOCK_M=config.block_m, BLOCK_N=config.block_n, QBLOCK=self.qblock,
+                               BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+                               GROUPS=config.block_k // self.qblock, QBLOCK=self.qblock,
                                NESTED=self.nested, BLOCKSIZE2=self.blocksize2, X_PAIRS=pairs,
                                PRECISION=dot_precision(x.dtype), num_warps=config.num_warps,
                                num_stages=config.num_stages)

@@ -39,9 +39,9 @@ def candidates(m: int, n: int, k: int, qblock: int) -> list[Config]:
     else:
         block_m = 16 if m <= 16 else 32 if m <= 32 else 64
         options = [default_config(m, n, k, qblock)] + [
-            Config(block_n, qblock, block_m, num_warps=8 if block_n * block_m >= 8192 else 4,
-                   num_stages=3)
-            for block_n in (64, 128)]
+            Config(block_n, groups * qblock, block_m,
+                   num_warps=8 if block_n * block_m >= 8192 else 4, num_stages=3)
+            for block_n, groups in ((16, 4), (64, 1), (128, 1))]
     unique = []
     for option in options:
         if option is not None and n % option.block_n == 0 and option not in unique:
