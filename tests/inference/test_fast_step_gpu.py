@@ -63,6 +63,23 @@ def test_nf4_products_match_the_dequantized_weight(rows, nested, dtype):
     torch.testing.assert_close(whole, dequantized(parts), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("nested", [True, False])
+def test_the_tensor_core_kernel_takes_blocks_in_groups_with_a_partial_last(nested):
+    from inference.kernels.nf4 import Config, NF4Linear
+
+    torch.manual_seed(11)
+    module = nf4_module(128, 640, nested)  # 10 quantization blocks a row
+    linear = NF4Linear(module)
+    weight = dequantized([module])
+    for rows in (5, 70):
+        x = torch.randn(rows, 640, device=CUDA, dtype=torch.bfloat16)
+        expected = x.float() @ weight.t()
+        for groups, block_m in ((3, 16), (4, 64), (1, 32)):
+            got = linear.matmul(x, Config(32, 64 * groups, block_m, num_warps=4)).float()
+            torch.testing.assert_close(got, expected, atol=2e-2 * expected.abs().max().item(),
+                                       rtol=0)
+
+
 def test_each_batch_bucket_takes_the_measured_kernel():
     from inference.kernels.nf4 import NF4Linear, default_config, gemv_config
     from inference.kernels.nf4_choice import choose_kernels
