@@ -72,6 +72,7 @@ class ModelRunner:
                                "PyTorch step", type(exc).__name__, exc, exc_info=True)
                 self.fast_model = self.fast_step = None
                 self.graph_buckets, self.graph_pool_bytes, self.kernel_report = [], 0, {}
+            if self.fast_model is None:  # out of the handler: its traceback no longer holds graphs
                 self.release_memory()
 
     # -- the step's implementation -------------------------------------------------------------
@@ -112,6 +113,7 @@ class ModelRunner:
                     linear.triton = {}
         try:
             self._capture_and_warm_up(cuda_graphs, max_context)
+            return
         except Exception as exc:
             if not any(config is not None for linear in linears
                        for config in linear.triton.values()):
@@ -119,14 +121,15 @@ class ModelRunner:
             logger.warning("The Triton step failed to start with Triton NF4 products (%s: %s); "
                            "trying again with bitsandbytes' products", type(exc).__name__, exc,
                            exc_info=True)
-            for linear in linears:
-                linear.triton = {}
-            self.kernel_report = {
-                name: {rows: {**entry, "kernel": "bitsandbytes"} for rows, entry in by_rows.items()}
-                for name, by_rows in self.kernel_report.items()}
-            self.fast_step, self.graph_buckets, self.graph_pool_bytes = None, [], 0
-            self.release_memory()
-            self._capture_and_warm_up(cuda_graphs, max_context)
+        # Out of the handler: the failed attempt's graphs, held by its traceback, are freed first.
+        for linear in linears:
+            linear.triton = {}
+        self.kernel_report = {
+            name: {rows: {**entry, "kernel": "bitsandbytes"} for rows, entry in by_rows.items()}
+            for name, by_rows in self.kernel_report.items()}
+        self.fast_step, self.graph_buckets, self.graph_pool_bytes = None, [], 0
+        self.release_memory()
+        self._capture_and_warm_up(cuda_graphs, max_context)
 
     def _capture_and_warm_up(self, cuda_graphs: bool, max_context: int) -> None:
         from .cuda_graphs import DecodeGraphs
