@@ -11,7 +11,6 @@ down) fails the whole answer.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,8 +19,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from api import logprobs as logprobs_mod
-from api.deps import EngineDep, unless_disconnected
-from api.errors import check_finished, engine_errors
+from api.choices import ChoiceStreams
+from api.deps import EngineDep
+from api.errors import check_finished
 from api.protocol import (
     ERROR_RESPONSES,
     ChatCompletionChoice,
@@ -39,7 +39,7 @@ from api.protocol import (
     new_id,
     now,
 )
-from api.sse import DONE, EventSourceResponse, guarded, merge, sse
+from api.sse import DONE, merge, sse
 from api.tool_calls import ToolCallDelta, ToolCallParser
 from inference.reasoning import ReasoningParser, prompt_opens_reasoning
 from inference.types import GenerationChunk, GenerationRequest, GenerationResult
@@ -99,33 +99,20 @@ def finish_reason(engine_reason: str, has_calls: bool) -> str:
     return "tool_calls" if has_calls else "stop"
 
 
-class ChatCompletion:
+class ChatCompletion(ChoiceStreams):
     """One chat completion request: submits its choices, then answers in JSON or as SSE."""
 
+    param = "messages"
+
     def __init__(self, engine: Any, body: ChatCompletionRequest):
-        self.engine = engine
-        self.body = body
+        super().__init__(engine, body)
         self.id = new_id("chatcmpl-")
         self.created = now()
         self.in_reasoning = False
-        self.streams: list[Any] = []
 
-    async def respond(self, request: Request) -> Any:
-        with engine_errors("messages"):
-            await self.submit(await self._requests())
-        if self.body.stream:
-            return EventSourceResponse(guarded(self.events(), self._cancel_all, "messages"))
-        try:
-            collected = asyncio.gather(*(stream.collect() for stream in self.streams))
-            results = await unless_disconnected(request, collected, self._cancel_all)
-        except BaseException:
-            self._cancel_all()  # no choice outlives its request
-            raise
-        return self.response(results)
-
-    async def _requests(self) -> list[GenerationRequest]:
+    async def submit_all(self) -> None:
         self.engine.tokenizer  # noqa: B018 -- raises ModelNotLoadedError (503) while loading
-        return [self.body.to_generation_request(i) for i in range(self.body.n)]
+        await self.submit([self.body.to_generation_request(i) for i in range(self.body.n)])
 
     async def submit(self, requests: list[GenerationRequest]) -> None:
         """Submit one engine request per choice. The first renders and tokenizes the chat; the
@@ -137,15 +124,11 @@ class ChatCompletion:
                 request.messages, request.prompt_token_ids = None, list(first.prompt_token_ids)
                 self.streams.append(await self.engine.asubmit(request))
         except BaseException:
-            self._cancel_all()
+            self.cancel_all()
             raise
         if not self.body.forces_tool_call and first.prompt_text is not None:
             self.in_reasoning = prompt_opens_reasoning(first.prompt_text)
         logger.debug("%s: %d choice(s) submitted", self.id, len(self.streams))
-
-    def _cancel_all(self) -> None:
-        for stream in self.streams:
-            stream.cancel()
 
     def _parser(self) -> ChoiceParser:
         tools = self.body.tool_mode is not None

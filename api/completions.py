@@ -18,8 +18,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from api.deps import EngineDep, unless_disconnected
-from api.errors import check_finished, engine_errors
+from api.choices import ChoiceStreams
+from api.deps import EngineDep
+from api.errors import check_finished
 from api.logprobs import to_legacy
 from api.protocol import (
     ERROR_RESPONSES,
@@ -32,7 +33,7 @@ from api.protocol import (
     new_id,
     now,
 )
-from api.sse import DONE, EventSourceResponse, guarded, merge, sse
+from api.sse import DONE, merge, sse
 from inference.types import GenerationResult
 
 logger = logging.getLogger(__name__)
@@ -56,32 +57,19 @@ async def create_completion(body: CompletionRequest, request: Request, engine: E
     return await Completion(engine, body).respond(request)
 
 
-class Completion:
+class Completion(ChoiceStreams):
     """One completion request: submits every prompt's choices, then answers in JSON or as SSE."""
 
+    param = "prompt"
+
     def __init__(self, engine: Any, body: CompletionRequest):
-        self.engine = engine
-        self.body = body
+        super().__init__(engine, body)
         self.id = new_id("cmpl-")
         self.created = now()
-        self.streams: list[Any] = []  # in choice order
         self.echoes: list[str] = []  # each choice's echoed prompt ("" without echo)
         self.prompt_tokens = 0
 
-    async def respond(self, request: Request) -> Any:
-        with engine_errors("prompt"):
-            await self.submit()
-        if self.body.stream:
-            return EventSourceResponse(guarded(self.events(), self._cancel_all, "prompt"))
-        try:
-            collected = asyncio.gather(*(stream.collect() for stream in self.streams))
-            results = await unless_disconnected(request, collected, self._cancel_all)
-        except BaseException:
-            self._cancel_all()  # no choice outlives its request
-            raise
-        return self.response(results)
-
-    async def submit(self) -> None:
+    async def submit_all(self) -> None:
         n = self.body.n
         try:
             for prompt in self.body.prompts():
@@ -97,13 +85,9 @@ class Completion:
                         self.engine.tokenizer.decode, prompt)
                 self.echoes += [echo] * n
         except BaseException:
-            self._cancel_all()
+            self.cancel_all()
             raise
         logger.debug("%s: %d choice(s) submitted", self.id, len(self.streams))
-
-    def _cancel_all(self) -> None:
-        for stream in self.streams:
-            stream.cancel()
 
     def _usage(self, completion_tokens: int) -> UsageInfo:
         return UsageInfo.of(self.prompt_tokens, completion_tokens)
