@@ -3,18 +3,21 @@ processors, temperature, top-k, top-p, min-p and seeds as per-row tensors, with 
 vocabulary and no host synchronisation except the final read of the chosen ids.
 
 Sampling is an exponential race: the chosen token is argmax(p / E) with E ~ Exp(1) drawn per token,
-which picks each token with probability p. A seeded request draws its E from its own generator, over
-the whole vocabulary, so its tokens do not depend on what else is in the batch. The row functions
-below are pure and tested on their own.
+which picks each token with probability p. E is a hash of the request's seed (a random one when it
+gave none), the index of the token being sampled and the candidate's id (noise.py): one pass for
+the whole batch, and a seeded request's tokens do not depend on what else is in the batch. The row
+functions below are pure and tested on their own.
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 import torch
 
 from . import structured
+from .noise import exponential_noise, row_key
 from .sequence import Sequence
 from .types import TokenLogprob
 
@@ -23,6 +26,9 @@ GREEDY_BELOW = 1e-5  # temperatures under this are treated as 0 (greedy)
 MIN_LOGPROB = -9999.0
 TOPK_FAST_PATH = 1024  # when every row's top_k is at most this, only the top candidates are sorted
 NEG_INF = float("-inf")
+NO_TOKEN, NOT_A_NUMBER = -1, -2  # what `choose` gives a row with nothing to choose
+FAILURES = {NO_TOKEN: "every token was masked out; the grammar or penalties allow nothing",
+            NOT_A_NUMBER: "the model's logits are not numbers (NaN): its activations overflowed"}
 
 
 def apply_logit_bias(logits: torch.Tensor, rows: torch.Tensor, ids: torch.Tensor,
@@ -77,13 +83,11 @@ class Sampler:
         self.decode = decode  # token id -> text, for logprobs
 
     def prepare(self, seq: Sequence) -> None:
-        """Per-sequence state, made once: the seeded generator and the penalty counts."""
+        """Per-sequence state, made once: the noise seed and the penalty counts."""
         if seq.sampling_ready:
             return
         p = seq.params
-        if p.seed is not None:
-            seq.generator = torch.Generator(device=self.device)
-            seq.generator.manual_seed(int(p.seed) % (2**63))
+        seq.noise_seed = int(p.seed) if p.seed is not None else secrets.randbits(64)
         if (p.repetition_penalty or 1.0) != 1.0 or p.presence_penalty or p.frequency_penalty:
             seq.counts = torch.zeros(self.vocab_size, dtype=torch.int32, device=self.device)
             seq.seen = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
@@ -161,8 +165,11 @@ class Sampler:
 
     def choose(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
         """The chosen id of each row (a device tensor): greedy rows take the argmax, the others
-        race exponential noise over their truncated distribution."""
-        chosen = logits.argmax(dim=-1)
+        race exponential noise over their truncated distribution. A row with nothing to choose
+        gets NO_TOKEN (every logit -inf) or NOT_A_NUMBER (its best logit is NaN)."""
+        best, chosen = logits.max(dim=-1)
+        chosen = torch.where(best == NEG_INF, NO_TOKEN, chosen)
+        chosen = torch.where(best.isnan(), NOT_A_NUMBER, chosen)
         params = [s.params for s in seqs]
         rows = [i for i, p in enumerate(params)
                 if (p.temperature or 0.0) >= GREEDY_BELOW and p.top_k != 1]
@@ -172,36 +179,36 @@ class Sampler:
         index = torch.tensor(rows, device=self.device)
         ks = [p.top_k if p.top_k and 0 < p.top_k < self.vocab_size else 0 for p in ps]
         width = max(ks) if all(ks) and max(ks) <= TOPK_FAST_PATH else self.vocab_size
-        scaled = logits[index] / self._column([p.temperature or 1.0 for p in ps])
-        values, ids = torch.topk(scaled, width, dim=-1) if width < self.vocab_size else \
-            torch.sort(scaled, dim=-1, descending=True)
+        candidates = logits if len(rows) == len(seqs) else logits[index]
+        # Temperature divides after the top-k: it keeps the order, and touches `width` values only.
+        values, ids = torch.topk(candidates, width, dim=-1) if width < self.vocab_size else \
+            torch.sort(candidates, dim=-1, descending=True)
+        values = values / self._column([p.temperature or 1.0 for p in ps])
         values = truncate_sorted(values, self._column(ks, torch.long),
                                  self._column([p.top_p if p.top_p is not None else 1.0 for p in ps]),
                                  self._column([p.min_p or 0.0 for p in ps]))
+        if self.device.type == "cpu":  # truncation keeps a prefix; on a CPU reading it is free
+            kept = max(1, int((values > NEG_INF).sum(dim=-1).max()))
+            values, ids = values[:, :kept], ids[:, :kept]
         probs = torch.softmax(values, dim=-1)
-        noise = torch.empty_like(probs).exponential_()
-        for j, i in enumerate(rows):
-            generator = seqs[i].generator
-            if generator is not None:  # its own draw over the whole vocabulary
-                full = torch.empty(self.vocab_size, device=self.device).exponential_(
-                    generator=generator)
-                noise[j] = full[ids[j]]
+        keys = torch.tensor([row_key(seqs[i].noise_seed, len(seqs[i].output_ids)) for i in rows],
+                            dtype=torch.int64, device=self.device).unsqueeze(1)
+        noise = exponential_noise(keys, ids)
         picked = ids.gather(1, (probs / noise).argmax(dim=-1, keepdim=True)).squeeze(1)
         ok = torch.isfinite(probs).all(dim=-1) & (probs.sum(dim=-1) > 0)
-        chosen[index] = torch.where(ok, picked, chosen[index])  # overflowed rows: the best token
+        # Rows whose distribution overflowed keep the best token (or their failure code).
+        chosen[index] = torch.where(ok & (chosen[index] >= 0), picked, chosen[index])
         return chosen
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SampledBatch:
         errors: dict[int, str] = {}
         self.adjust(logits, seqs, errors)
         chosen = self.choose(logits, seqs)
-        finite = torch.isfinite(logits).any(dim=-1)
-        chosen = torch.where(finite, chosen, torch.full_like(chosen, -1))
         logprob_rows = [i for i, s in enumerate(seqs) if s.params.logprobs is not None]
         token_ids = chosen.tolist()  # the one synchronisation of the step
         for i, token in enumerate(token_ids):
             if token < 0 and i not in errors:
-                errors[i] = "every token was masked out; the grammar or penalties allow nothing"
+                errors[i] = FAILURES[token]
         logprobs = (self._logprobs(logits, chosen, token_ids, seqs, logprob_rows)
                     if logprob_rows else {})
         for i, s in enumerate(seqs):

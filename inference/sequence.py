@@ -58,7 +58,7 @@ class Sequence:
         self.block_hashes: list[int] = []  # content hashes of the full blocks, in order
         # Sampling state, made by the sampler on first use.
         self.sampling_ready = False
-        self.generator: torch.Generator | None = None  # seeded requests only
+        self.noise_seed = 0  # keys the sampling noise: the request's seed, or a random one
         self.counts: torch.Tensor | None = None  # per-id output counts (penalties only)
         self.seen: torch.Tensor | None = None  # ids in the prompt or output (penalties only)
         self.finish_reason: FinishReason | None = None

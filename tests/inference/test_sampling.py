@@ -106,3 +106,15 @@ def test_a_failing_processor_fails_its_rows_only():
     picked = sample(sampler, torch.randn(2, 10),
                     [seq(temperature=0.0, logits_processors=[explode]), seq(temperature=0.0)])
     assert "boom" in picked.errors[0] and 1 not in picked.errors
+
+
+def test_rows_with_nothing_to_choose_fail_with_their_reason():
+    sampler = Sampler(6, 6, torch.device("cpu"), str)
+    logits = torch.randn(4, 6)
+    logits[0] = NEG  # every token masked out
+    logits[1, 2] = float("nan")  # the model overflowed
+    free = dict(temperature=1.0, top_k=0, top_p=1.0, seed=3)
+    picked = sample(sampler, logits, [seq(**free), seq(**free), seq(**free), seq(temperature=0)])
+    assert picked.token_ids[:2] == [-1, -2]
+    assert "masked out" in picked.errors[0] and "NaN" in picked.errors[1]
+    assert sorted(picked.errors) == [0, 1] and picked.token_ids[3] == int(logits[3].argmax())

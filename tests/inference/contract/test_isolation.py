@@ -118,7 +118,7 @@ SIDE_BY_SIDE = [
     dict(seed=4, temperature=0.9, repetition_penalty=1.3, presence_penalty=0.5,
          frequency_penalty=0.5),
     dict(seed=5, temperature=1.0, top_k=50, logprobs=2),
-    dict(seed=1, temperature=1.0, top_k=0, top_p=1.0, stop=["e"]),
+    dict(seed=6, temperature=1.0, top_k=0, top_p=1.0, stop=["e"]),
 ]
 
 
