@@ -16,6 +16,7 @@ says the server is ready and where: playground, API base URL and docs.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import Callable
@@ -233,6 +234,15 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+def settle_heap() -> None:
+    """Once the server is up: collect, then freeze what is alive (model, tokenizer, app, libraries:
+    about half a million objects) out of the collector's reach. A full collection would otherwise
+    scan them all, holding the GIL for a quarter of a second and stalling every stream; now it
+    scans only what serving allocated."""
+    gc.collect()
+    gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         settings = Settings.from_cli(argv)
@@ -247,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     engine = app.state.engine
 
     def announce(port: int) -> None:
+        settle_heap()
         logger.log(*ready_line(engine, settings, port))
 
     server = DrainingServer(config, engine, settings.shutdown_timeout, on_ready=announce)

@@ -4,6 +4,7 @@ strings, streaming, cancellation, concurrency and the context window."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from inference import (
     GenerationRequest,
     SamplingParams,
 )
+from inference.engine import gc_paused
 
 from ..conftest import CACHE_DIR
 
@@ -250,3 +252,16 @@ async def test_asubmit_matches_submit_and_reports_the_prompt(builtin_engine):
                                                     sampling=SamplingParams(max_tokens=6, temperature=0)))
     assert again.prompt_text is None
     assert (await stream.collect()).token_ids == (await again.collect()).token_ids
+
+
+def test_loading_pauses_the_garbage_collector_and_restores_it():
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():  # a second engine loading at the same time
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        raise RuntimeError("load failed")
+    assert gc.isenabled()
