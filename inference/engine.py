@@ -39,6 +39,7 @@ from .errors import (
     ModelUnavailableError,
 )
 from .loader import LoadedModel, load_model
+from .outbox import Outbox
 from .prompt_bounds import encode_prompt
 from .request_stream import RequestStream
 from .runner import ModelRunner
@@ -95,6 +96,7 @@ class Engine:
         self._scheduler: Scheduler | None = None
         self._stopping = False  # drain() or shutdown() began: no request is admitted any more
         self._listeners: list[Callable[[FinishedRequest], None]] = []
+        self._outbox = Outbox()  # chunks from the scheduler's thread to the consumers' loops
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -115,7 +117,7 @@ class Engine:
                 return
         blocks = BlockManager(runner.num_blocks, runner.block_size, self.settings.prefix_caching)
         self._scheduler = Scheduler(runner, blocks, self.settings.max_active_requests,
-                                    self.settings.max_queued_requests)
+                                    self.settings.max_queued_requests, self._outbox)
         self._scheduler.start()
         if self._stopping:  # the server began shutting down while the model loaded
             self._scheduler.close()
@@ -317,14 +319,12 @@ class Engine:
         context = contextvars.copy_context()  # the submitter's: listeners run in it
 
         def emit(chunk: GenerationChunk) -> None:
-            try:
-                if chunk.finish_reason is not None and self._listeners:
-                    record = FinishedRequest.from_chunk(chunk, seq.source, len(seq.prompt_ids))
-                    # Queued before the last chunk: listeners have run when the consumer sees it.
-                    loop.call_soon_threadsafe(self._notify, record, context=context)
-                loop.call_soon_threadsafe(queue.put_nowait, chunk)
-            except RuntimeError:  # the consumer's event loop is closed: nobody is listening
-                seq.cancel()
+            # If the consumer's event loop has closed by the hand-over, nobody is listening.
+            if chunk.finish_reason is not None and self._listeners:
+                record = FinishedRequest.from_chunk(chunk, seq.source, len(seq.prompt_ids))
+                # Queued before the last chunk: listeners have run when the consumer sees it.
+                self._outbox.put(loop, self._notify, record, seq.cancel, context)
+            self._outbox.put(loop, queue.put_nowait, chunk, seq.cancel)
 
         request = prepared.request
         seq = Sequence(request.request_id, prepared.prompt_ids, prepared.params,

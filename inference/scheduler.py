@@ -30,6 +30,7 @@ import torch
 
 from .block_manager import BlockManager
 from .errors import EngineOverloadedError, EngineStoppingError
+from .outbox import Outbox
 from .runner import ModelRunner
 from .sequence import Sequence
 
@@ -90,8 +91,9 @@ class Counters:
 
 class Scheduler:
     def __init__(self, runner: ModelRunner, blocks: BlockManager, max_active: int,
-                 max_queued: int):
+                 max_queued: int, outbox: Outbox | None = None):
         self.runner = runner
+        self.outbox = outbox or Outbox()  # the sequences' chunks, handed over once per iteration
         self.blocks = blocks
         self.max_active = max_active
         self.max_queued = max_queued
@@ -170,27 +172,38 @@ class Scheduler:
 
     # -- worker thread ------------------------------------------------------------------------
     def _loop(self) -> None:
-        with torch.inference_mode():
-            while True:
-                with self._wake:
-                    while (not self._stopping and not self.waiting and not self.running
-                           and self._abort_reason is None):
-                        self._wake.wait()
-                    if self._stopping:
-                        break
-                    if self._abort_reason is not None:
-                        self._abort_now(self._abort_reason)
-                        continue
-                    scheduled = self.schedule()
-                if scheduled:
-                    self._run(scheduled)
-        with self._wake:
-            for seq in list(self.waiting) + self.running:
-                if not seq.finished:
-                    seq.abort("cancelled", SHUTDOWN_REASON)
-                self.blocks.release(seq)
-            self.waiting.clear()
-            self.running.clear()
+        try:
+            with torch.inference_mode():
+                while self._iterate():
+                    pass
+            with self._wake:
+                for seq in list(self.waiting) + self.running:
+                    if not seq.finished:
+                        seq.abort("cancelled", SHUTDOWN_REASON)
+                    self.blocks.release(seq)
+                self.waiting.clear()
+                self.running.clear()
+        finally:
+            self.outbox.flush()
+
+    def _iterate(self) -> bool:
+        """One pass: wait for work, decide a step and run it; False once stopping."""
+        try:
+            with self._wake:
+                while (not self._stopping and not self.waiting and not self.running
+                       and self._abort_reason is None):
+                    self._wake.wait()
+                if self._stopping:
+                    return False
+                if self._abort_reason is not None:
+                    self._abort_now(self._abort_reason)
+                    return True
+                scheduled = self.schedule()
+            if scheduled:
+                self._run(scheduled)
+            return True
+        finally:
+            self.outbox.flush()  # the chunks of this pass, one hand-over per event loop
 
     def _run(self, scheduled: list[tuple[Sequence, int]]) -> None:
         start = time.perf_counter()

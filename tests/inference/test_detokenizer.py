@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from inference.detokenizer import IncrementalDetokenizer, StopStringMatcher
@@ -58,3 +60,26 @@ def test_flush_releases_held_prefix_at_end():
     text, hit = matcher.feed("line\n")
     assert text == "line" and not hit
     assert matcher.flush() == "\n"
+
+
+@pytest.mark.parametrize("skip_special_tokens", [True, False])
+def test_streamed_text_is_what_the_tokenizer_decodes(builtin_tokenizer, skip_special_tokens):
+    rng = random.Random(4)
+    ids = [rng.randrange(len(builtin_tokenizer)) for _ in range(400)]
+    ids[10:10] = builtin_tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    detok = IncrementalDetokenizer(builtin_tokenizer, skip_special_tokens)
+    assert detok._backend is not None  # Qwen's tokenizer cleans up no spaces: the Rust one decodes
+    text = "".join(detok.add(i) for i in ids) + detok.flush()
+    assert text == builtin_tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+def test_a_tokenizer_that_cleans_up_spaces_decodes_through_its_wrapper(builtin_tokenizer):
+    class CleaningUp:
+        clean_up_tokenization_spaces = True
+        backend_tokenizer = builtin_tokenizer.backend_tokenizer
+
+        def decode(self, ids, skip_special_tokens):
+            return "wrapped" * len(ids)
+
+    detok = IncrementalDetokenizer(CleaningUp())
+    assert detok.add(5) == "wrapped"
