@@ -10,6 +10,7 @@ scheduler so that a faster step (CUDA graphs, other kernels) can replace it behi
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 
@@ -239,17 +240,27 @@ class ModelRunner:
         return text
 
     # -- one step -----------------------------------------------------------------------------
-    def execute(self, scheduled: list[tuple[Sequence, int]]) -> tuple[list[Sequence], SampledBatch]:
-        """Compute `n` more tokens of each (sequence, n); sample for those now complete."""
+    def execute(self, scheduled: list[tuple[Sequence, int]],
+                while_waiting: Callable[[], None] | None = None,
+                ) -> tuple[list[Sequence], SampledBatch]:
+        """Compute `n` more tokens of each (sequence, n); sample for those now complete.
+        `while_waiting` runs once the step's device work is queued (or at the end, if nothing is
+        sampled), while the device works: host work that then does not delay the step. A CPU
+        computes as it is asked, so there it runs first, not a whole step later."""
+        if while_waiting is not None and self.device.type != "cuda":
+            while_waiting()
+            while_waiting = None
         if self.fast_step is not None:
             to_sample, logits = self.fast_step.run(scheduled)
         else:
             to_sample, logits = self._eager(scheduled)
         if not to_sample:
+            if while_waiting is not None:
+                while_waiting()
             return [], SampledBatch([], {}, {})
         for seq in to_sample:
             self.sampler.prepare(seq)
-        return to_sample, self.sampler(logits, to_sample)
+        return to_sample, self.sampler(logits, to_sample, while_waiting)
 
     def _eager(self, scheduled: list[tuple[Sequence, int]]) -> tuple[list[Sequence], torch.Tensor]:
         """The plain PyTorch step: the loaded modules and SDPA over the paged cache."""

@@ -12,6 +12,7 @@ functions below are pure and tested on their own.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -200,11 +201,16 @@ class Sampler:
         chosen[index] = torch.where(ok & (chosen[index] >= 0), picked, chosen[index])
         return chosen
 
-    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SampledBatch:
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence],
+                 while_waiting: Callable[[], None] | None = None) -> SampledBatch:
+        """One token per row. `while_waiting` runs once the step's device work is all queued,
+        before waiting for its result."""
         errors: dict[int, str] = {}
         self.adjust(logits, seqs, errors)
         chosen = self.choose(logits, seqs)
         logprob_rows = [i for i, s in enumerate(seqs) if s.params.logprobs is not None]
+        if while_waiting is not None:
+            while_waiting()
         token_ids = chosen.tolist()  # the one synchronisation of the step
         for i, token in enumerate(token_ids):
             if token < 0 and i not in errors:

@@ -187,29 +187,38 @@ class Scheduler:
             self.outbox.flush()
 
     def _iterate(self) -> bool:
-        """One pass: wait for work, decide a step and run it; False once stopping."""
-        try:
-            with self._wake:
-                while (not self._stopping and not self.waiting and not self.running
-                       and self._abort_reason is None):
-                    self._wake.wait()
-                if self._stopping:
-                    return False
-                if self._abort_reason is not None:
-                    self._abort_now(self._abort_reason)
-                    return True
-                scheduled = self.schedule()
-            if scheduled:
-                self._run(scheduled)
-            return True
-        finally:
-            self.outbox.flush()  # the chunks of this pass, one hand-over per event loop
+        """One pass: wait for work, decide a step and run it; False once stopping.
+
+        On a GPU, the chunks a step produces are handed over (`outbox.flush`) while the device
+        computes the next step, once its work is queued: the event loops then format and send them
+        while this thread waits for the device, instead of holding the GIL while it queues that
+        work (so a cancelled stream may get one token more than on a CPU, where they are handed
+        over before the next step). With no step to follow, they are handed over before this
+        thread waits for work."""
+        with self._wake:
+            while (not self._stopping and not self.waiting and not self.running
+                   and self._abort_reason is None):
+                self.outbox.flush()
+                self._wake.wait()
+            if self._stopping:
+                return False
+            if self._abort_reason is not None:
+                self._abort_now(self._abort_reason)
+                self.outbox.flush()
+                return True
+            scheduled = self.schedule()
+        if scheduled:
+            self._run(scheduled)
+        else:
+            self.outbox.flush()
+        return True
 
     def _run(self, scheduled: list[tuple[Sequence, int]]) -> None:
         start = time.perf_counter()
         try:
-            sampled_seqs, sampled = self.runner.execute(scheduled)
+            sampled_seqs, sampled = self.runner.execute(scheduled, self.outbox.flush)
         except Exception as exc:  # the step failed: its requests end, the server goes on
+            self.outbox.flush()
             logger.exception("model step failed")
             if isinstance(exc, torch.OutOfMemoryError):
                 self.runner.release_memory()
