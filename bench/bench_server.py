@@ -27,11 +27,15 @@ from bench.bench_decode import hf_generate, make_model  # noqa: E402
 def start_server(folder: Path, port: int, extra_args: tuple[str, ...] = (),
                  log: Path | None = None) -> subprocess.Popen:
     """Start app.py on the model folder; its output goes to `log` when given (else inherited)."""
+    return launch([sys.executable, "app.py", "--model", str(folder), "--no-ui", "--no-fallback",
+                   "--port", str(port), "--device-map", "cuda:0", *extra_args], port, log)
+
+
+def launch(command: list[str], port: int, log: Path | None = None) -> subprocess.Popen:
+    """Run a server command; return once its /api/v1/health answers 200."""
     output = open(log, "w") if log is not None else None  # noqa: SIM115 (kept by the process)
     proc = subprocess.Popen(
-        [sys.executable, "app.py", "--model", str(folder), "--no-ui", "--no-fallback",
-         "--port", str(port), "--device-map", "cuda:0", *extra_args],
-        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=output,
+        command, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=output,
         stderr=subprocess.STDOUT if output is not None else None,
     )
     import httpx
