@@ -1,5 +1,6 @@
 """The GPU step: turns the scheduler's batch into the Triton forward's inputs and runs it, replaying
-a CUDA graph when the step is decodes only and fits a captured bucket, eagerly otherwise.
+a CUDA graph when the step is decodes only and fits a captured bucket (cuda_graphs.py) or is one
+sequence's prompt chunk alone (prompt_graphs.py), eagerly otherwise.
 
 The step's tokens are laid out decode rows first, then prompt chunks. Everything the kernels read
 (token ids, positions, slots, the attention tiles and block tables) is packed on the host into one
@@ -35,6 +36,7 @@ class FastStep:
                  graphs: DecodeGraphs | None):
         self.fast, self.kv_cache, self.block_size = fast, kv_cache, block_size
         self.device, self.graphs = device, graphs
+        self.prompt_graphs = None  # set by the runner once captured and checked
         self.sms = multiprocessors(device)
         self._host = self._device = torch.zeros(0, dtype=torch.int32)
 
@@ -49,12 +51,24 @@ class FastStep:
             if len(step.sample_rows) < decodes:
                 logits = logits[step.sample_rows]
             return step.to_sample, logits
+        prompts = self.prompt_graphs
+        if (len(ordered) == 1 and not decodes and prompts is not None
+                and prompts.bucket(len(step.ids)) is not None):
+            logits = prompts.replay(step.ids, step.positions, step.slots, step.context[0],
+                                    step.tables[0])
+            return (step.to_sample, logits) if step.to_sample else ([], logits[:0])
         hidden = self._eager(step.ids, step.positions, step.slots, step.q_len, step.context,
                              step.tables, decodes)
         if not step.to_sample:
             return [], hidden[:0]
         rows = torch.tensor(step.sample_rows, device=self.device)
         return step.to_sample, self.fast.logits(hidden[rows])
+
+    def eager_prompt(self, ids: list[int], positions: list[int], slots: list[int], context: int,
+                     table: list[int]) -> torch.Tensor:
+        """Logits (1, vocab) of a lone prompt chunk's last token, run eagerly."""
+        hidden = self._eager(ids, positions, slots, [len(ids)], [context], [table], 0)
+        return self.fast.logits(hidden[len(ids) - 1:])
 
     def _eager(self, ids, positions, slots, q_len, context, tables, decodes: int) -> torch.Tensor:
         groups = [range(0, decodes), range(decodes, len(q_len))]

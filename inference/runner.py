@@ -25,6 +25,7 @@ from .step_inputs import flatten_step
 logger = logging.getLogger(__name__)
 
 GIB = 1024**3
+PROMPT_GRAPH_TOLERANCE = 2e-2  # relative; a broken replay differs by about 1
 
 
 def default_batched_tokens(device: torch.device) -> int:
@@ -63,6 +64,7 @@ class ModelRunner:
                     self.block_size, self.capacity_tokens, self.kv_cache_bytes / GIB)
         self.graph_pool_bytes = 0
         self.graph_buckets: list[int] = []
+        self.prompt_graph_tokens: list[int] = []  # prompt chunk sizes replayed from graphs
         self.capture_seconds = 0.0
         self.kernel_report: dict[str, dict] = {}
         if self.fast_model is not None:
@@ -73,6 +75,7 @@ class ModelRunner:
                                "PyTorch step", type(exc).__name__, exc, exc_info=True)
                 self.fast_model = self.fast_step = None
                 self.graph_buckets, self.graph_pool_bytes, self.kernel_report = [], 0, {}
+                self.prompt_graph_tokens = []
             if self.fast_model is None:  # out of the handler: its traceback no longer holds graphs
                 self.release_memory()
 
@@ -129,6 +132,7 @@ class ModelRunner:
             name: {rows: {**entry, "kernel": "bitsandbytes"} for rows, entry in by_rows.items()}
             for name, by_rows in self.kernel_report.items()}
         self.fast_step, self.graph_buckets, self.graph_pool_bytes = None, [], 0
+        self.prompt_graph_tokens, self.capture_seconds = [], 0.0
         self.release_memory()
         self._capture_and_warm_up(cuda_graphs, max_context)
 
@@ -148,6 +152,37 @@ class ModelRunner:
         self.fast_step = FastStep(self.fast_model, self.kv_cache, self.block_size, self.device,
                                   graphs)
         self.fast_step.warm_up(self.num_blocks)
+        if graphs is not None:
+            self._capture_prompt_graphs(graphs.pool, max_context)
+
+    def _capture_prompt_graphs(self, pool, max_context: int) -> None:
+        """Graphs of a lone prompt chunk (prompt_graphs.py), kept only if a replay agrees with
+        the eager step; without them, prompt chunks run eagerly as before."""
+        from .prompt_graphs import PromptGraphs
+
+        before = torch.cuda.memory_allocated(self.device)
+        prompts, why = None, None
+        try:
+            prompts = PromptGraphs(self.fast_model, self.kv_cache, self.block_size,
+                                   -(-max_context // self.block_size), self.num_blocks,
+                                   self.device, pool)
+            prompts.capture()
+            # Block 0 holds nothing yet: no request has been admitted.
+            difference = prompts.check(self.fast_step.eager_prompt, block=0)
+            if difference > PROMPT_GRAPH_TOLERANCE:
+                why = f"a replay differs from the eager step by {difference:.3g} (relative)"
+        except Exception as exc:  # the decode graphs and the eager step still serve
+            why = f"{type(exc).__name__}: {exc}"
+            logger.debug("Prompt graph capture failed", exc_info=True)
+        if why is not None:
+            logger.warning("Prompt chunks run eagerly, without CUDA graphs: %s", why)
+            prompts = None
+            self.release_memory()
+            return
+        self.fast_step.prompt_graphs = prompts
+        self.prompt_graph_tokens = sorted(prompts.graphs)
+        self.graph_pool_bytes += torch.cuda.memory_allocated(self.device) - before
+        self.capture_seconds += prompts.capture_seconds
 
     def describe(self) -> dict:
         """How steps run and what they hold in memory (model info's `step`)."""
@@ -156,6 +191,7 @@ class ModelRunner:
             "kernels": "triton" if fast else "pytorch",
             "cuda_graphs": bool(self.graph_buckets),
             "graph_batch_sizes": self.graph_buckets,
+            "prompt_graph_tokens": self.prompt_graph_tokens,
             "graph_capture_seconds": round(self.capture_seconds, 2),
             "nf4_products": self.kernel_report,
             "memory_bytes": {

@@ -6,7 +6,8 @@
 - paged attention against SDPA over gathered keys, for decode rows split in parts and for prompt
   chunks behind a cached prefix, on scattered blocks;
 - one decode step replayed from a CUDA graph against the same step run eagerly, for batch sizes
-  between the captured buckets (the graph pads them);
+  between the captured buckets (the graph pads them); likewise a lone prompt chunk, with and
+  without a cached prefix;
 - the Triton step against the plain PyTorch step (bitsandbytes, SDPA) on the built-in model, in
   bfloat16 and in float16 (what GPUs before compute capability 8.0 run).
 """
@@ -236,6 +237,42 @@ def test_graph_replay_matches_eager_between_buckets(graphed, batch):
     assert_same_choice(replayed, eager, 1e-2 * eager.abs().max().item())
     for s in seqs:
         graphed.blocks.release(s)
+
+
+@pytest.mark.parametrize("cached", [0, 37])
+@pytest.mark.parametrize("tokens", [2, 11, 16, 33, 100, 250])
+def test_a_lone_prompt_chunk_replays_from_a_graph_like_eager(graphed, tokens, cached):
+    from inference.detokenizer import IncrementalDetokenizer
+    from inference.sequence import Sequence
+    from inference.types import SamplingParams
+
+    runner, fast = graphed.runner, graphed.runner.fast_step
+    assert fast.prompt_graphs is not None, "the start-up check dropped the prompt graphs"
+    assert runner.describe()["prompt_graph_tokens"][-1] >= 250
+    ids = torch.randint(1000, 100_000, (cached + tokens,),
+                        generator=torch.Generator().manual_seed(tokens + cached)).tolist()
+    seq = Sequence("p", ids, SamplingParams(max_tokens=4, temperature=0), set(),
+                   IncrementalDetokenizer(graphed.loaded.tokenizer), lambda chunk: None)
+    graphed.blocks.allocate(seq, len(ids))
+    prompts = fast.prompt_graphs
+    if cached:  # a prefix already in the cache (written eagerly), as the prefix cache leaves it
+        fast.prompt_graphs = None
+        try:
+            runner.execute([(seq, cached)])
+        finally:
+            fast.prompt_graphs = prompts
+        seq.num_computed = cached
+    scheduled = [(seq, tokens)]
+    sampled, replayed = fast.run(scheduled)
+    replayed = replayed.clone()
+    fast.prompt_graphs = None
+    try:
+        _, eager = fast.run(scheduled)
+    finally:
+        fast.prompt_graphs = prompts
+    assert sampled == [seq] and replayed.shape == eager.shape == (1, eager.shape[1])
+    assert_same_choice(replayed, eager, 1e-2 * eager.abs().max().item())
+    graphed.blocks.release(seq)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])  # float16: what a T4 runs

@@ -1,0 +1,136 @@
+"""CUDA graphs of a lone prompt chunk: one sequence computing up to 256 prompt tokens (its whole
+prompt, or the part the prefix cache did not have) with nothing else in the step, which is what an
+idle server does for each new request. Replaying one replaces launching the eager step's ~400
+kernels from Python, about 10 ms on an H200: more than the GPU's own work at these sizes, and most
+of a short prompt's time to first token.
+
+The chunk is padded to the next bucket. Padding tokens come after the real ones, write their keys
+and values into the scratch block (owned by no sequence), and their queries lie past the chunk's
+length, which the attention kernel masks; only the last real token's logits are computed. All
+inputs live in one static int32 buffer, filled on the host and sent in one copy per replay.
+
+`check()` compares a replay with the eager step once at start-up; the engine keeps the graphs
+only if they agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+
+from .fast_qwen3 import FastQwen3
+from .fast_step import PREFILL_TILE
+from .kernels.paged_attention import AttentionTiles
+
+logger = logging.getLogger(__name__)
+
+PROMPT_BUCKETS = (16, 32, 64, 96, 128, 160, 192, 256)
+
+
+class PromptGraphs:
+    def __init__(self, fast: FastQwen3, kv_cache, block_size: int, max_blocks_per_seq: int,
+                 scratch_block: int, device: torch.device, pool=None):
+        self.fast, self.kv_cache, self.block_size = fast, kv_cache, block_size
+        self.scratch_block, self.device, self.pool = scratch_block, device, pool
+        top = PROMPT_BUCKETS[-1]
+        tiles = -(-top // PREFILL_TILE)
+        sizes = {"ids": top, "positions": top, "slots": top, "tile_seq": tiles, "tile_q0": tiles,
+                 "q_start": 1, "q_len": 1, "context": 1, "stride": 1, "sample": 1,
+                 "tables": max_blocks_per_seq}
+        self._layout, start = {}, 0
+        for name, size in sizes.items():  # each field 16-byte aligned, as Triton specialises
+            self._layout[name] = start
+            start += -(-size // 4) * 4
+        self.host = torch.zeros(start, dtype=torch.int32, pin_memory=device.type == "cuda")
+        self.host_np = self.host.numpy()
+        self.buffer = torch.zeros(start, dtype=torch.int32, device=device)
+        h, layout = self.host_np, self._layout
+        h[layout["tile_seq"]:layout["tile_seq"] + tiles] = 0  # one sequence ...
+        h[layout["tile_q0"]:layout["tile_q0"] + tiles] = np.arange(tiles) * PREFILL_TILE
+        h[layout["q_start"]] = 0  # ... whose queries start the step
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.capture_seconds = 0.0
+
+    def _view(self, name: str, n: int) -> torch.Tensor:
+        start = self._layout[name]
+        return self.buffer[start:start + n]
+
+    def _step(self, bucket: int) -> torch.Tensor:
+        tiles = -(-bucket // PREFILL_TILE)
+        meta = AttentionTiles(
+            tile_seq=self._view("tile_seq", tiles), tile_q0=self._view("tile_q0", tiles),
+            q_start=self._view("q_start", 1), q_len=self._view("q_len", 1),
+            context=self._view("context", 1), block_tables=self.buffer[self._layout["tables"]:],
+            table_stride=self._view("stride", 1), block_q=PREFILL_TILE)
+        hidden = self.fast.forward(self._view("ids", bucket), self._view("positions", bucket),
+                                   self._view("slots", bucket), [(meta, tiles)], self.kv_cache,
+                                   self.block_size)
+        return self.fast.logits(hidden.index_select(0, self._view("sample", 1).long()))
+
+    def bucket(self, tokens: int) -> int | None:
+        return next((b for b in sorted(self.graphs) if b >= tokens), None)
+
+    def capture(self) -> None:
+        """Capture every bucket, the largest first, in `pool` (shared with the decode graphs)."""
+        start = time.perf_counter()
+        scratch = self.scratch_block * self.block_size
+        for bucket in sorted(PROMPT_BUCKETS, reverse=True):
+            n = min(bucket, self.block_size)  # the scratch block's slots only
+            self._fill(list(range(n)), list(range(n)), list(range(scratch, scratch + n)), n,
+                       [self.scratch_block], bucket)
+            self.buffer.copy_(self.host)
+            self._step(bucket)  # compiles the kernels and settles the allocator
+            torch.cuda.synchronize(self.device)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                logits = self._step(bucket)
+            if self.pool is None:
+                self.pool = graph.pool()
+            self.graphs[bucket] = (graph, logits)
+        torch.cuda.synchronize(self.device)
+        self.capture_seconds = time.perf_counter() - start
+        logger.info("Captured %d CUDA graphs of a lone prompt chunk (up to %d tokens) in %.1f s",
+                    len(self.graphs), max(self.graphs), self.capture_seconds)
+
+    def _fill(self, ids: list[int], positions: list[int], slots: list[int], context: int,
+              table: list[int], bucket: int) -> int:
+        """Write a chunk into the host buffer, padded to `bucket` tokens; return the ints used."""
+        n, h, layout = len(ids), self.host_np, self._layout
+        scratch = self.scratch_block * self.block_size
+        padding = scratch + np.arange(bucket - n) % self.block_size
+        for name, values, pad in (("ids", ids, 0), ("positions", positions, 0),
+                                  ("slots", slots, padding)):
+            start = layout[name]
+            h[start:start + n] = values
+            h[start + n:start + bucket] = pad
+        h[layout["q_len"]] = n
+        h[layout["context"]] = context
+        h[layout["stride"]] = len(table)
+        h[layout["sample"]] = n - 1
+        start = layout["tables"]
+        h[start:start + len(table)] = table
+        return start + len(table)
+
+    def replay(self, ids: list[int], positions: list[int], slots: list[int], context: int,
+               table: list[int]) -> torch.Tensor:
+        """Logits (1, vocab) of the chunk's last token; its keys and values are in the cache."""
+        bucket = self.bucket(len(ids))
+        used = self._fill(ids, positions, slots, context, table, bucket)
+        self.buffer[:used].copy_(self.host[:used], non_blocking=True)
+        graph, logits = self.graphs[bucket]
+        graph.replay()
+        return logits
+
+    def check(self, eager, block: int) -> float:
+        """Relative difference between a replay and the eager step (`eager(ids, positions, slots,
+        context, table)` → logits) on an 11-token prompt in `block` (a free one) padded to 16."""
+        n = min(11, self.block_size - 1)
+        base = block * self.block_size
+        ids = [1000 + 37 * i for i in range(n)]
+        args = (ids, list(range(n)), list(range(base, base + n)), n, [block])
+        expected = eager(*args).float()
+        got = self.replay(*args).float()
+        return float((got - expected).norm() / expected.norm().clamp_min(1e-30))
