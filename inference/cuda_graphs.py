@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -23,6 +24,17 @@ logger = logging.getLogger(__name__)
 
 BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
            384, 448, 512, 640, 768, 896, 1024)
+
+
+def capture_graph(step: Callable[[], torch.Tensor], device: torch.device, pool=None):
+    """Run `step` once (it compiles its kernels and settles the allocator), then capture it in a
+    CUDA graph in `pool` (a new one when None). Returns (graph, its output, the pool)."""
+    step()
+    torch.cuda.synchronize(device)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        output = step()
+    return graph, output, pool if pool is not None else graph.pool()
 
 
 def buckets_up_to(max_batch: int) -> list[int]:
@@ -73,13 +85,8 @@ class DecodeGraphs:
         self._fill([], [], [], [], [], self.max_batch)
         torch.cuda.synchronize(self.device)
         for batch in reversed(buckets_up_to(self.max_batch)):
-            self._step(batch)  # compiles the kernels and settles the allocator
-            torch.cuda.synchronize(self.device)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
-                logits = self._step(batch)
-            if self.pool is None:
-                self.pool = graph.pool()
+            graph, logits, self.pool = capture_graph(lambda b=batch: self._step(b), self.device,
+                                                     self.pool)
             self.graphs[batch] = (graph, logits)
         torch.cuda.synchronize(self.device)
         self.capture_seconds = time.perf_counter() - start

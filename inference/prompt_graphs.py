@@ -21,6 +21,7 @@ import time
 import numpy as np
 import torch
 
+from .cuda_graphs import capture_graph
 from .fast_qwen3 import FastQwen3
 from .fast_step import PREFILL_TILE
 from .kernels.paged_attention import AttentionTiles
@@ -82,13 +83,8 @@ class PromptGraphs:
             self._fill(list(range(n)), list(range(n)), list(range(scratch, scratch + n)), n,
                        [self.scratch_block], bucket)
             self.buffer.copy_(self.host)
-            self._step(bucket)  # compiles the kernels and settles the allocator
-            torch.cuda.synchronize(self.device)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
-                logits = self._step(bucket)
-            if self.pool is None:
-                self.pool = graph.pool()
+            graph, logits, self.pool = capture_graph(lambda b=bucket: self._step(b), self.device,
+                                                     self.pool)
             self.graphs[bucket] = (graph, logits)
         torch.cuda.synchronize(self.device)
         self.capture_seconds = time.perf_counter() - start
