@@ -15,8 +15,8 @@ as NF4 through the project's loader. The baselines run first in this process, th
 other step implementations. `--server-log` keeps the server's output in a file and copies its
 "Slow step" lines (steps over 0.2 s, with what they held) into the JSON, to trace stalls.
 
-Concurrent streams each have their own client and connection, made before the clock starts, as
-independent users would: one shared httpx client fed 64 simultaneous requests one at a time over
+Concurrent streams each have their own client (made before the clock starts; its connection opens
+with its request), as independent users would: one shared httpx client fed 64 simultaneous requests one at a time over
 its reused keep-alive connections (on the CPU server they reached it a step apart, time to first
 token p50 0.57-0.81 s, against 0.19-0.21 s on 64 raw keep-alive sockets or 64 clients).
 

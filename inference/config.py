@@ -121,8 +121,9 @@ class EngineSettings(BaseSettings):
     )
     cuda_graphs: bool = Field(
         True,
-        description="On CUDA, capture the decode step in CUDA graphs (one per batch-size bucket) "
-        "at start-up and replay them; `--no-cuda-graphs` runs every step eagerly.",
+        description="On CUDA, capture the decode step in CUDA graphs (one per batch-size bucket), "
+        "and a lone prompt chunk of up to 256 tokens, at start-up and replay them; "
+        "`--no-cuda-graphs` runs every step eagerly.",
     )
     enforce_eager: bool = Field(
         False,

@@ -61,6 +61,7 @@ class DecodeGraphs:
         self._ones = torch.ones(b, dtype=torch.int32, device=device)
         self.sms = torch.cuda.get_device_properties(device).multi_processor_count
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._sent = torch.cuda.Event()  # the last copy out of `host`: done before refilling it
         self.pool = None
         self.capture_seconds = 0.0
 
@@ -121,8 +122,10 @@ class DecodeGraphs:
         """Logits (n, vocab) of one decode step over n sequences (n at most max_batch)."""
         n = len(ids)
         batch = self.bucket(n)
+        self._sent.synchronize()
         used = self._fill(ids, positions, slots, contexts, tables, batch)
         self.buffer[:used].copy_(self.host[:used], non_blocking=True)
+        self._sent.record()
         graph, logits = self.graphs[batch]
         graph.replay()
         return logits[:n]

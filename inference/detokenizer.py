@@ -10,6 +10,23 @@ from __future__ import annotations
 REPLACEMENT = "\ufffd"
 
 
+def plain_backend(tokenizer):
+    """The Rust tokenizer behind a transformers tokenizer whose `decode` is that tokenizer's and
+    nothing more (the stock one, no clean-up of spaces), else None."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or getattr(tokenizer, "clean_up_tokenization_spaces", True):
+        return None
+    try:
+        from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:  # another transformers layout: keep its decode
+        return None
+    kind = type(tokenizer)
+    stock = (kind.decode is PreTrainedTokenizerBase.decode
+             and getattr(kind, "_decode", None) is TokenizersBackend._decode)
+    return backend if stock else None
+
+
 class IncrementalDetokenizer:
     """The prefix/read-offset scheme used by TGI and vLLM: decode a small window each step."""
 
@@ -19,10 +36,9 @@ class IncrementalDetokenizer:
         self.ids: list[int] = []
         self.prefix_offset = 0
         self.read_offset = 0
-        # The Rust tokenizer itself when transformers' wrapper would add nothing (no clean-up of
-        # spaces): a third of the time per token, twice per token, for every running stream.
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        self._backend = None if getattr(tokenizer, "clean_up_tokenization_spaces", True) else backend
+        # The Rust tokenizer itself when transformers' wrapper would add nothing: a third of the
+        # time per token, twice per token, for every running stream.
+        self._backend = plain_backend(tokenizer)
 
     def _decode(self, ids: list[int]) -> str:
         if self._backend is not None:

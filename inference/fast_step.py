@@ -18,7 +18,7 @@ from .cuda_graphs import DecodeGraphs
 from .fast_qwen3 import FastQwen3
 from .kernels.paged_attention import AttentionTiles, decode_parts, tile_plan
 from .sequence import Sequence
-from .step_inputs import flatten_step
+from .step_inputs import device_tensor, flatten_step
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,9 @@ class FastStep:
         self.prompt_graphs = None  # set by the runner once captured and checked
         self.sms = multiprocessors(device)
         self._host = self._device = torch.zeros(0, dtype=torch.int32)
+        # Recorded after each copy out of `_host`: the next step waits for it before refilling
+        # the buffer (a step that samples nothing reads nothing back, so nothing else waits).
+        self._sent = torch.cuda.Event() if device.type == "cuda" else None
 
     def run(self, scheduled: list[tuple[Sequence, int]]) -> tuple[list[Sequence], torch.Tensor]:
         """Compute `n` more tokens of each (sequence, n); logits of the sequences now complete."""
@@ -49,7 +52,7 @@ class FastStep:
         if decodes == len(ordered) and graphs is not None and graphs.bucket(decodes) is not None:
             logits = graphs.replay(step.ids, step.positions, step.slots, step.context, step.tables)
             if len(step.sample_rows) < decodes:
-                logits = logits[step.sample_rows]
+                logits = logits[device_tensor(step.sample_rows, self.device)]
             return step.to_sample, logits
         prompts = self.prompt_graphs
         if (len(ordered) == 1 and not decodes and prompts is not None
@@ -61,7 +64,7 @@ class FastStep:
                              step.tables, decodes)
         if not step.to_sample:
             return [], hidden[:0]
-        rows = torch.tensor(step.sample_rows, device=self.device)
+        rows = device_tensor(step.sample_rows, self.device)
         return step.to_sample, self.fast.logits(hidden[rows])
 
     def eager_prompt(self, ids: list[int], positions: list[int], slots: list[int], context: int,
@@ -109,10 +112,14 @@ class FastStep:
             size = max(1 << 16, 1 << (total - 1).bit_length())
             self._host = torch.zeros(size, dtype=torch.int32, pin_memory=self.device.type == "cuda")
             self._device = torch.zeros(size, dtype=torch.int32, device=self.device)
+        if self._sent is not None:
+            self._sent.synchronize()
         host = self._host.numpy()
         for p, n, start in zip(parts, sizes, starts, strict=False):
             host[start:start + n] = p.reshape(-1)
         self._device[:total].copy_(self._host[:total], non_blocking=True)
+        if self._sent is not None:
+            self._sent.record()
         return [self._device[start:start + n] for n, start in zip(sizes, starts, strict=False)]
 
     def warm_up(self, scratch_block: int) -> None:

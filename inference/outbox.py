@@ -3,8 +3,9 @@
 The scheduler's thread produces a chunk per running stream per step. Handing each over with its own
 `call_soon_threadsafe` would wake the consumer's event loop once per chunk: a syscall each, and an
 event loop that wakes in the middle of the step's bookkeeping and asks for the GIL. The outbox
-keeps them instead and `flush()` (at the end of each scheduler iteration) hands each loop its
-chunks in one call, in the order they were put.
+keeps them instead, and `flush()` hands each loop its chunks in one call, in the order they were
+put: on a GPU once the next step's forward pass is queued, on a CPU before it, and before the
+scheduler waits for work.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ and values into the scratch block (owned by no sequence), and their queries lie 
 length, which the attention kernel masks; only the last real token's logits are computed. All
 inputs live in one static int32 buffer, filled on the host and sent in one copy per replay.
 
-`check()` compares a replay with the eager step once at start-up; the engine keeps the graphs
-only if they agree.
+`check()` compares replays with the eager step once at start-up (one tile and several, with and
+without a cached prefix); the engine keeps the graphs only if they agree.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ from .kernels.paged_attention import AttentionTiles
 logger = logging.getLogger(__name__)
 
 PROMPT_BUCKETS = (16, 32, 64, 96, 128, 160, 192, 256)
+# What `check()` runs: (cached prefix, chunk) — one attention tile, padded; and several, padded,
+# one of them padding only, behind a prefix. It writes CHECK_TOKENS tokens' keys and values.
+CHECK_PROMPTS = ((0, 11), (9, 200))
+CHECK_TOKENS = max(cached + n for cached, n in CHECK_PROMPTS)
 
 
 class PromptGraphs:
@@ -54,6 +58,9 @@ class PromptGraphs:
         h[layout["q_start"]] = 0  # ... whose queries start the step
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.capture_seconds = 0.0
+        # Chunks of one long prompt replay back to back with nothing read in between: the host
+        # buffer is refilled only once the previous copy out of it is done.
+        self._sent = torch.cuda.Event() if device.type == "cuda" else None
 
     def _view(self, name: str, n: int) -> torch.Tensor:
         start = self._layout[name]
@@ -114,19 +121,30 @@ class PromptGraphs:
                table: list[int]) -> torch.Tensor:
         """Logits (1, vocab) of the chunk's last token; its keys and values are in the cache."""
         bucket = self.bucket(len(ids))
+        if self._sent is not None:
+            self._sent.synchronize()
         used = self._fill(ids, positions, slots, context, table, bucket)
         self.buffer[:used].copy_(self.host[:used], non_blocking=True)
+        if self._sent is not None:
+            self._sent.record()
         graph, logits = self.graphs[bucket]
         graph.replay()
         return logits
 
-    def check(self, eager, block: int) -> float:
-        """Relative difference between a replay and the eager step (`eager(ids, positions, slots,
-        context, table)` → logits) on an 11-token prompt in `block` (a free one) padded to 16."""
-        n = min(11, self.block_size - 1)
-        base = block * self.block_size
-        ids = [1000 + 37 * i for i in range(n)]
-        args = (ids, list(range(n)), list(range(base, base + n)), n, [block])
-        expected = eager(*args).float()
-        got = self.replay(*args).float()
-        return float((got - expected).norm() / expected.norm().clamp_min(1e-30))
+    def check(self, eager, blocks: list[int]) -> float:
+        """The largest relative difference between a replay and the eager step (`eager(ids,
+        positions, slots, context, table)` → logits) over CHECK_PROMPTS, written into `blocks`
+        (free ones, enough for CHECK_TOKENS tokens)."""
+        bs, worst = self.block_size, 0.0
+        for cached, n in CHECK_PROMPTS:
+            ids = [1000 + 37 * i for i in range(cached + n)]
+            slots = [blocks[p // bs] * bs + p % bs for p in range(cached + n)]
+            context = cached + n
+            table = blocks[:-(-context // bs)]
+            if cached:
+                eager(ids[:cached], list(range(cached)), slots[:cached], cached, table)
+            args = (ids[cached:], list(range(cached, context)), slots[cached:], context, table)
+            expected = eager(*args).float()
+            got = self.replay(*args).float()
+            worst = max(worst, float((got - expected).norm() / expected.norm().clamp_min(1e-30)))
+        return worst

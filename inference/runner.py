@@ -20,7 +20,7 @@ from .loader import LoadedModel
 from .qwen3 import PagedQwen3
 from .sampling import SampledBatch, Sampler
 from .sequence import Sequence
-from .step_inputs import flatten_step
+from .step_inputs import device_tensor, flatten_step
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class ModelRunner:
     def _capture_prompt_graphs(self, pool, max_context: int) -> None:
         """Graphs of a lone prompt chunk (prompt_graphs.py), kept only if a replay agrees with
         the eager step; without them, prompt chunks run eagerly as before."""
-        from .prompt_graphs import PromptGraphs
+        from .prompt_graphs import CHECK_TOKENS, PromptGraphs
 
         before = torch.cuda.memory_allocated(self.device)
         prompts, why = None, None
@@ -167,8 +167,11 @@ class ModelRunner:
                                    -(-max_context // self.block_size), self.num_blocks,
                                    self.device, pool)
             prompts.capture()
-            # Block 0 holds nothing yet: no request has been admitted.
-            difference = prompts.check(self.fast_step.eager_prompt, block=0)
+            # The first blocks hold nothing yet: no request has been admitted.
+            needed = -(-CHECK_TOKENS // self.block_size)
+            if self.num_blocks < needed:
+                raise ValueError(f"the KV cache has fewer than {needed} blocks to check them in")
+            difference = prompts.check(self.fast_step.eager_prompt, list(range(needed)))
             if difference > PROMPT_GRAPH_TOLERANCE:
                 why = f"a replay differs from the eager step by {difference:.3g} (relative)"
         except Exception as exc:  # the decode graphs and the eager step still serve
@@ -280,9 +283,9 @@ class ModelRunner:
                 while_waiting: Callable[[], None] | None = None,
                 ) -> tuple[list[Sequence], SampledBatch]:
         """Compute `n` more tokens of each (sequence, n); sample for those now complete.
-        `while_waiting` runs once the step's device work is queued (or at the end, if nothing is
-        sampled), while the device works: host work that then does not delay the step. A CPU
-        computes as it is asked, so there it runs first, not a whole step later."""
+        `while_waiting` runs once the forward pass is queued on the GPU, while the device works:
+        host work that then does not delay the step. A CPU computes as it is asked, so there it
+        runs first, not a whole step later."""
         if while_waiting is not None and self.device.type != "cuda":
             while_waiting()
             while_waiting = None
@@ -290,13 +293,13 @@ class ModelRunner:
             to_sample, logits = self.fast_step.run(scheduled)
         else:
             to_sample, logits = self._eager(scheduled)
+        if while_waiting is not None:
+            while_waiting()
         if not to_sample:
-            if while_waiting is not None:
-                while_waiting()
             return [], SampledBatch([], {}, {})
         for seq in to_sample:
             self.sampler.prepare(seq)
-        return to_sample, self.sampler(logits, to_sample, while_waiting)
+        return to_sample, self.sampler(logits, to_sample)
 
     def _eager(self, scheduled: list[tuple[Sequence, int]]) -> tuple[list[Sequence], torch.Tensor]:
         """The plain PyTorch step: the loaded modules and SDPA over the paged cache."""
@@ -332,7 +335,7 @@ class ModelRunner:
                                     torch.tensor(step.positions, device=device), meta, self.kv_cache)
         if not step.to_sample:
             return [], hidden[:0]
-        rows = torch.tensor(step.sample_rows, device=device)
+        rows = device_tensor(step.sample_rows, device)
         return step.to_sample, self.model.logits(hidden[rows])
 
     def release_memory(self) -> None:

@@ -12,7 +12,6 @@ functions below are pure and tested on their own.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +19,7 @@ import torch
 from . import structured
 from .noise import exponential_noise, row_key
 from .sequence import Sequence
+from .step_inputs import device_tensor
 from .types import TokenLogprob
 
 GREEDY_BELOW = 1e-5  # temperatures under this are treated as 0 (greedy)
@@ -69,7 +69,7 @@ def truncate_sorted(values: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tens
 
 @dataclass
 class SampledBatch:
-    token_ids: list[int]  # one per row; -1 where the row failed (see errors)
+    token_ids: list[int]  # one per row; negative where the row failed (see errors)
     logprobs: dict[int, TokenLogprob]  # row -> logprob, for rows that asked
     errors: dict[int, str]  # row -> why it failed
 
@@ -92,14 +92,14 @@ class Sampler:
         if (p.repetition_penalty or 1.0) != 1.0 or p.presence_penalty or p.frequency_penalty:
             seq.counts = torch.zeros(self.vocab_size, dtype=torch.int32, device=self.device)
             seq.seen = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
-            seq.seen[torch.tensor(seq.prompt_ids, device=self.device)] = True
+            seq.seen[device_tensor(seq.prompt_ids, self.device)] = True
             for token in seq.output_ids:
                 seq.counts[token] += 1
                 seq.seen[token] = True
         seq.sampling_ready = True
 
     def _column(self, values: list[float], dtype=torch.float32) -> torch.Tensor:
-        return torch.tensor(values, dtype=dtype, device=self.device).unsqueeze(1)
+        return device_tensor(values, self.device, dtype).unsqueeze(1)
 
     def _add_logit_bias(self, logits: torch.Tensor, seqs: list[Sequence]) -> None:
         rows, ids, values = [], [], []
@@ -109,9 +109,9 @@ class Sampler:
                 ids.append(token)
                 values.append(bias)
         if rows:
-            index = torch.tensor([rows, ids], device=self.device)
+            index = device_tensor([rows, ids], self.device)
             apply_logit_bias(logits, index[0], index[1],
-                             torch.tensor(values, dtype=logits.dtype, device=self.device))
+                             device_tensor(values, self.device, logits.dtype))
 
     def adjust(self, logits: torch.Tensor, seqs: list[Sequence], errors: dict[int, str]) -> None:
         """In place: logit biases, padding ids, penalties, grammar masks and logits processors; the
@@ -122,7 +122,7 @@ class Sampler:
             logits[:, self.valid_vocab:] = NEG_INF
         rows = [i for i, s in enumerate(seqs) if s.counts is not None]
         if rows:
-            index = torch.tensor(rows, device=self.device)
+            index = device_tensor(rows, self.device)
             sub = logits[index]
             ps = [seqs[i].params for i in rows]
             seen = torch.stack([seqs[i].seen for i in rows])
@@ -141,7 +141,7 @@ class Sampler:
                 except Exception as exc:
                     errors[i] = str(exc)
         if rows:
-            index = torch.tensor(rows, device=self.device)
+            index = device_tensor(rows, self.device)
             try:
                 bitmask = structured.fill_bitmasks([seqs[i].matcher for i in rows])
             except Exception as exc:  # the grammar engine failed: its rows fail, no others
@@ -156,7 +156,7 @@ class Sampler:
             for processor in s.params.logits_processors:
                 groups.setdefault(id(processor), (processor, []))[1].append(i)
         for processor, rows in groups.values():
-            index = torch.tensor(rows, device=self.device)
+            index = device_tensor(rows, self.device)
             try:
                 out = processor([seqs[i].output_ids for i in rows], logits[index])
                 logits[index] = out.to(logits.dtype)
@@ -177,7 +177,7 @@ class Sampler:
         if not rows:
             return chosen
         ps = [params[i] for i in rows]
-        index = torch.tensor(rows, device=self.device)
+        index = device_tensor(rows, self.device)
         ks = [p.top_k if p.top_k and 0 < p.top_k < self.vocab_size else 0 for p in ps]
         width = max(ks) if all(ks) and max(ks) <= TOPK_FAST_PATH else self.vocab_size
         candidates = logits if len(rows) == len(seqs) else logits[index]
@@ -192,8 +192,8 @@ class Sampler:
             kept = max(1, int((values > NEG_INF).sum(dim=-1).max()))
             values, ids = values[:, :kept], ids[:, :kept]
         probs = torch.softmax(values, dim=-1)
-        keys = torch.tensor([row_key(seqs[i].noise_seed, len(seqs[i].output_ids)) for i in rows],
-                            dtype=torch.int64, device=self.device).unsqueeze(1)
+        keys = device_tensor([row_key(seqs[i].noise_seed, len(seqs[i].output_ids)) for i in rows],
+                             self.device, torch.int64).unsqueeze(1)
         noise = exponential_noise(keys, ids)
         picked = ids.gather(1, (probs / noise).argmax(dim=-1, keepdim=True)).squeeze(1)
         ok = torch.isfinite(probs).all(dim=-1) & (probs.sum(dim=-1) > 0)
@@ -201,16 +201,11 @@ class Sampler:
         chosen[index] = torch.where(ok & (chosen[index] >= 0), picked, chosen[index])
         return chosen
 
-    def __call__(self, logits: torch.Tensor, seqs: list[Sequence],
-                 while_waiting: Callable[[], None] | None = None) -> SampledBatch:
-        """One token per row. `while_waiting` runs once the step's device work is all queued,
-        before waiting for its result."""
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SampledBatch:
         errors: dict[int, str] = {}
         self.adjust(logits, seqs, errors)
         chosen = self.choose(logits, seqs)
         logprob_rows = [i for i, s in enumerate(seqs) if s.params.logprobs is not None]
-        if while_waiting is not None:
-            while_waiting()
         token_ids = chosen.tolist()  # the one synchronisation of the step
         for i, token in enumerate(token_ids):
             if token < 0 and i not in errors:
@@ -225,7 +220,7 @@ class Sampler:
 
     def _logprobs(self, logits: torch.Tensor, chosen: torch.Tensor, token_ids: list[int],
                   seqs: list[Sequence], rows: list[int]) -> dict[int, TokenLogprob]:
-        index = torch.tensor(rows, device=self.device)
+        index = device_tensor(rows, self.device)
         logprobs = torch.log_softmax(logits[index], dim=-1)
         picked = logprobs.gather(1, chosen[index].clamp(min=0).unsqueeze(1)).squeeze(1).tolist()
         k = max(seqs[i].params.logprobs or 0 for i in rows)

@@ -138,7 +138,8 @@ class Scheduler:
 
     @property
     def idle(self) -> bool:
-        """Nothing queued and nothing running: every admitted request has had its final chunk."""
+        """Nothing queued and nothing running: every admitted request has ended (its final chunk
+        may still wait in the outbox for the worker's next hand-over, which comes next)."""
         return not self.waiting and self.active_count == 0
 
     @property
@@ -190,11 +191,11 @@ class Scheduler:
         """One pass: wait for work, decide a step and run it; False once stopping.
 
         On a GPU, the chunks a step produces are handed over (`outbox.flush`) while the device
-        computes the next step, once its work is queued: the event loops then format and send them
-        while this thread waits for the device, instead of holding the GIL while it queues that
-        work (so a cancelled stream may get one token more than on a CPU, where they are handed
-        over before the next step). With no step to follow, they are handed over before this
-        thread waits for work."""
+        computes the next step, once its forward pass is queued: the event loops then format and
+        send them while this thread waits for the device, instead of holding the GIL while it
+        queues that work (so a cancelled stream may get one token more than on a CPU, where they
+        are handed over before the next step). With no step to follow, they are handed over
+        before this thread waits for work."""
         with self._wake:
             while (not self._stopping and not self.waiting and not self.running
                    and self._abort_reason is None):

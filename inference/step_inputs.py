@@ -1,12 +1,25 @@
 """A scheduled step flattened into the model's inputs: one row of tokens over all sequences, each
 with its position and the cache slot its key and value go to, plus what each sequence's attention
-needs (queries this step, context length, block table) and which rows are sampled."""
+needs (queries this step, context length, block table) and which rows are sampled; and small host
+lists sent to the device without waiting for it (`device_tensor`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from .sequence import Sequence
+
+
+def device_tensor(values, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`values` (a list) as a tensor on `device`, without waiting for the device: a plain
+    `torch.tensor(values, device="cuda")` copies from pageable memory and so waits for every kernel
+    queued before it; this one goes through pinned memory, copied asynchronously (the pinned
+    allocator keeps the block until the copy is done)."""
+    if device.type != "cuda":
+        return torch.tensor(values, dtype=dtype, device=device)
+    return torch.tensor(values, dtype=dtype, pin_memory=True).to(device, non_blocking=True)
 
 
 @dataclass

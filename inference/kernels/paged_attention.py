@@ -51,6 +51,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, part_acc, part_m, part_l,
     q = tl.load(q_ptr + q_index[:, None] * D + d[None, :], mask=row_ok[:, None], other=0.0)
 
     last = tl.minimum(context, context - q_len + tl.minimum(q0 + BLOCK_Q, q_len))  # keys to read
+    last = tl.where(q0 < q_len, last, 0)  # a tile of padding only (a graph's) reads nothing
     per_part = tl.cdiv(tl.cdiv(last, PARTS), TILE_T) * TILE_T
     begin = part * per_part
     end = tl.minimum(begin + per_part, last)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 
 import pytest
@@ -73,13 +74,16 @@ def test_streamed_text_is_what_the_tokenizer_decodes(builtin_tokenizer, skip_spe
     assert text == builtin_tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
 
-def test_a_tokenizer_that_cleans_up_spaces_decodes_through_its_wrapper(builtin_tokenizer):
-    class CleaningUp:
-        clean_up_tokenization_spaces = True
-        backend_tokenizer = builtin_tokenizer.backend_tokenizer
+def test_a_tokenizer_with_its_own_decoding_keeps_it(builtin_tokenizer):
+    cleaning_up = copy.copy(builtin_tokenizer)  # what its wrapper adds must not be skipped
+    cleaning_up.clean_up_tokenization_spaces = True
+    assert IncrementalDetokenizer(cleaning_up)._backend is None
 
-        def decode(self, ids, skip_special_tokens):
-            return "wrapped" * len(ids)
+    class Overriding(type(builtin_tokenizer)):  # as Whisper's tokenizer does
+        def _decode(self, token_ids, **kwargs):
+            return "own" * len(token_ids)
 
-    detok = IncrementalDetokenizer(CleaningUp())
-    assert detok.add(5) == "wrapped"
+    overriding = copy.copy(builtin_tokenizer)
+    overriding.__class__ = Overriding
+    detok = IncrementalDetokenizer(overriding)
+    assert detok._backend is None and detok.add(5) == "own"

@@ -119,12 +119,3 @@ def test_rows_with_nothing_to_choose_fail_with_their_reason():
     assert "masked out" in picked.errors[0] and "NaN" in picked.errors[1]
     assert sorted(picked.errors) == [0, 1] and picked.token_ids[3] == int(logits[3].argmax())
 
-
-def test_host_work_runs_once_the_step_is_queued_before_its_ids_are_read():
-    sampler = Sampler(10, 10, torch.device("cpu"), str)
-    calls = []
-    seqs = [seq(temperature=0.0), seq(temperature=1.0, seed=1)]
-    for s in seqs:
-        sampler.prepare(s)
-    picked = sampler(torch.randn(2, 10), seqs, while_waiting=lambda: calls.append("flush"))
-    assert calls == ["flush"] and len(picked.token_ids) == 2
