@@ -33,8 +33,9 @@ def multiprocessors(device: torch.device) -> int:
 
 class FastStep:
     def __init__(self, fast: FastQwen3, kv_cache, block_size: int, device: torch.device,
-                 graphs: DecodeGraphs | None):
+                 graphs: DecodeGraphs | None, scratch_block: int):
         self.fast, self.kv_cache, self.block_size = fast, kv_cache, block_size
+        self.scratch_block = scratch_block  # owned by no sequence: padding and warm-up write here
         self.device, self.graphs = device, graphs
         self.prompt_graphs = None  # set by the runner once captured and checked
         self.sms = multiprocessors(device)
@@ -68,10 +69,24 @@ class FastStep:
         return step.to_sample, self.fast.logits(hidden[rows])
 
     def eager_prompt(self, ids: list[int], positions: list[int], slots: list[int], context: int,
-                     table: list[int]) -> torch.Tensor:
-        """Logits (1, vocab) of a lone prompt chunk's last token, run eagerly."""
-        hidden = self._eager(ids, positions, slots, [len(ids)], [context], [table], 0)
-        return self.fast.logits(hidden[len(ids) - 1:])
+                     table: list[int], rows: int | None = None) -> torch.Tensor:
+        """Logits (1, vocab) of a lone prompt chunk's last token, run eagerly. With `rows`, the
+        step is padded to that many tokens as a prompt graph pads it (a second sequence whose keys
+        and values go to the scratch block), so its matrix products have the graph's shapes and
+        round alike."""
+        n = len(ids)
+        pad = (rows or n) - n
+        q_len, contexts, tables = [n], [context], [table]
+        if pad:
+            bs, block = self.block_size, self.scratch_block
+            ids = ids + [0] * pad
+            positions = positions + list(range(pad))
+            slots = slots + [block * bs + p % bs for p in range(pad)]
+            q_len.append(pad)
+            contexts.append(pad)
+            tables.append([block] * -(-pad // bs))
+        hidden = self._eager(ids, positions, slots, q_len, contexts, tables, 0)
+        return self.fast.logits(hidden[n - 1:n])
 
     def _eager(self, ids, positions, slots, q_len, context, tables, decodes: int) -> torch.Tensor:
         groups = [range(0, decodes), range(decodes, len(q_len))]
@@ -122,11 +137,21 @@ class FastStep:
             self._sent.record()
         return [self._device[start:start + n] for n, start in zip(sizes, starts, strict=False)]
 
-    def warm_up(self, scratch_block: int) -> None:
-        """Compile the prompt-chunk kernels now rather than on the first request: one chunk of a
-        block's worth of tokens written into the scratch block (owned by no sequence)."""
-        n = self.block_size
-        slots = list(range(scratch_block * n, scratch_block * n + n))
-        self._eager([0] * n, list(range(n)), slots, [n], [n], [[scratch_block]], 0)
+    def warm_up(self, max_decodes: int) -> None:
+        """Compile the eager step's kernels now rather than in the middle of serving (where each
+        took 0.3-0.45 s on an H200, stalling every stream): one prompt chunk of a block's worth of
+        tokens, then decode rows in every number of context splits a step of 1 to `max_decodes`
+        of them takes, all written into the scratch block (owned by no sequence). A captured
+        graph's launches do not count: Triton compiles a variant per pointer alignment, and
+        the graphs' block tables are not 16-byte aligned as the eager step's are."""
+        n, block = self.block_size, self.scratch_block
+        slots = list(range(block * n, block * n + n))
+        self._eager([0] * n, list(range(n)), slots, [n], [n], [[block]], 0)
+        splits: dict[int, int] = {}
+        for rows in range(1, max_decodes + 1):
+            splits.setdefault(decode_parts(rows, self.fast.kv_heads, self.sms), rows)
+        for rows in splits.values():
+            self._eager([0] * rows, [0] * rows, [block * n] * rows, [1] * rows, [1] * rows,
+                        [[block]] * rows, rows)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
