@@ -45,6 +45,7 @@ from .request_stream import RequestStream
 from .runner import ModelRunner
 from .scheduler import Scheduler
 from .sequence import Sequence
+from .token_cache import PrefixTokenCache
 from .types import (
     FinishedRequest,
     GenerationChunk,
@@ -97,6 +98,7 @@ class Engine:
         self._stopping = False  # drain() or shutdown() began: no request is admitted any more
         self._listeners: list[Callable[[FinishedRequest], None]] = []
         self._outbox = Outbox()  # chunks from the scheduler's thread to the consumers' loops
+        self._token_cache: PrefixTokenCache | None = None  # chat prompts' leading turns, tokenized
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -115,6 +117,7 @@ class Engine:
                 self.state, self.error = "error", f"Allocating the KV cache failed: {exc}"
                 logger.error(self.error)
                 return
+        self._token_cache = PrefixTokenCache(self.loaded.tokenizer)
         blocks = BlockManager(runner.num_blocks, runner.block_size, self.settings.prefix_caching)
         self._scheduler = Scheduler(runner, blocks, self.settings.max_active_requests,
                                     self.settings.max_queued_requests, self._outbox)
@@ -257,7 +260,7 @@ class Engine:
                                                       self.max_context, **kwargs)
             return ids, text
         text = render_chat(tokenizer, request.messages, **kwargs)
-        return encode_prompt(tokenizer, text, self.max_context, "messages"), text
+        return self._token_cache.encode(text, self.max_context, "messages"), text
 
     def tokenize(self, request: GenerationRequest) -> list[int]:
         """The token ids of `request`'s `prompt`, or of its `messages` rendered as `submit` renders
