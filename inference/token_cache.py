@@ -59,21 +59,24 @@ class PrefixTokenCache:
         ids, done = self._longest_cached(text, cuts)
         pieces = [c for c in (cuts[0], cuts[-1]) if c > done]
         for cut in sorted(set(pieces)) + [len(text)]:
-            ids += self._encode_piece(text[done:cut], len(ids), max_context, param)
+            ids += self._encode_piece(text[done:cut], len(ids), max_context, param,
+                                      more=cut < len(text))
             done = cut
             if cut < len(text):
                 self._put(text[:cut], ids)
         return ids
 
-    def _encode_piece(self, piece: str, before: int, max_context: int, param: str) -> list[int]:
-        """The ids of `piece`, which follows `before` tokens: refused as the whole prompt is."""
+    def _encode_piece(self, piece: str, before: int, max_context: int, param: str,
+                      more: bool) -> list[int]:
+        """The ids of `piece`, which follows `before` tokens (and precedes more text if `more`):
+        refused as the whole prompt is, the count a lower bound unless all of it was counted."""
         if before >= max_context:
             raise ContextLengthError(before, max_context, at_least=True)
         try:
             return encode_prompt(self.tokenizer, piece, max_context - before, param)
         except ContextLengthError as exc:
             raise ContextLengthError(before + exc.prompt_tokens, max_context,
-                                     at_least=exc.at_least) from None
+                                     at_least=exc.at_least or more) from None
 
     def _longest_cached(self, text: str, cuts: list[int]) -> tuple[list[int], int]:
         for cut in list(reversed(cuts[-LOOKUPS:])) + ([cuts[0]] if len(cuts) > LOOKUPS else []):

@@ -81,6 +81,16 @@ def test_the_window_counts_every_piece(builtin_tokenizer):
         prompt, add_special_tokens=False)
 
 
+def test_a_prefix_over_the_window_is_counted_as_a_lower_bound(builtin_tokenizer):
+    cache = PrefixTokenCache(builtin_tokenizer)
+    system = text(8, MIN_CHARS + 200)
+    prompt = rendered(builtin_tokenizer, chat(system, 3, 8))
+    first = len(builtin_tokenizer.encode(prompt[:cache.cuts(prompt)[0]], add_special_tokens=False))
+    with pytest.raises(ContextLengthError) as caught:
+        cache.encode(prompt, first - 5, "messages")  # the first piece alone is over
+    assert caught.value.at_least and caught.value.prompt_tokens >= first - 5
+
+
 def test_the_cache_keeps_a_bounded_number_of_tokens(builtin_tokenizer):
     cache = PrefixTokenCache(builtin_tokenizer, max_tokens=8_000)
     for seed in range(12):
