@@ -12,6 +12,7 @@ enforced as `encode_prompt` does, on the counts of all pieces together.
 
 from __future__ import annotations
 
+import re
 import threading
 from array import array
 from collections import OrderedDict
@@ -35,6 +36,10 @@ class PrefixTokenCache:
                                if t.content and getattr(t, "special", False)
                                and not any(getattr(t, flag, True) for flag in
                                            ("normalized", "lstrip", "rstrip", "single_word"))})
+        # One pass over the text finds them all (longest first where one starts another).
+        self._marker = re.compile("|".join(re.escape(m) for m in
+                                           sorted(self.markers, key=len, reverse=True)))
+        self._longest = max((len(m) for m in self.markers), default=0)
         self.max_tokens = max_tokens
         self._entries: OrderedDict[str, array] = OrderedDict()
         self._tokens = 0
@@ -43,13 +48,10 @@ class PrefixTokenCache:
 
     def cuts(self, text: str) -> list[int]:
         """Where `text` may be cut: right after each special token, past MIN_CHARS, ascending."""
-        found = set()
-        for marker in self.markers:
-            start = text.find(marker, max(0, MIN_CHARS - len(marker)))
-            while start >= 0:
-                found.add(start + len(marker))
-                start = text.find(marker, start + 1)
-        return sorted(found)
+        if not self.markers:
+            return []
+        start = max(0, MIN_CHARS - self._longest)
+        return [m.end() for m in self._marker.finditer(text, start) if m.end() >= MIN_CHARS]
 
     def encode(self, text: str, max_context: int, param: str) -> list[int]:
         """`encode_prompt(tokenizer, text, max_context, param)`, reusing a cached prefix."""
