@@ -3,8 +3,8 @@
 For each linear of Qwen3-4B-Instruct-2507 as the fast step runs it (Q, K and V fused; O; gate and
 up fused; down) and M = 1 … 128 rows, on NF4 weights with double quantization:
 - `bnb`: `bnb.matmul_4bit` on the separate modules (its GEMV at M = 1, dequantize + matmul above);
-- `triton`: `NF4Linear.matmul` with the default tiling (`default_config`), and `alternatives`,
-  other tile sizes, to check it against (the engine itself times a few tilings against
+- `triton`: `NF4Linear.matmul` with the default choice (`default_config`: the GEMV up to two rows,
+  our dequantization then cuBLAS above), and `alternatives`, other GEMV tilings, to check it against (the engine itself times a few tilings against
   bitsandbytes at start-up for each decode batch bucket: inference/kernels/nf4_choice.py);
 - `bf16`: the same product on a bf16 weight (cuBLAS), the speed of an unquantized model.
 Every kernel is first checked against x @ dequantized(W)ᵀ on fresh random inputs. Times come from a
@@ -26,7 +26,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from inference.kernels.nf4 import Config, NF4Linear, default_config  # noqa: E402
+from inference.kernels.nf4 import (  # noqa: E402
+    DEQUANTIZE,
+    Config,
+    NF4Linear,
+    default_config,
+)
 from inference.kernels.nf4_choice import graph_time_us  # noqa: E402
 
 HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, HEAD_DIM, LAYERS = 2560, 9728, 32, 8, 128, 36
@@ -60,23 +65,16 @@ def dequantized(modules) -> torch.Tensor:
 
 
 def alternatives(m: int, n: int, k: int) -> list[Config]:
-    options = []
-    if m <= 2:  # the GEMV: rows per program, quantization blocks per iteration, warps, stages
-        for block_n in (1, 2, 4, 8):
-            for groups in (4, 8, 16, 32):
-                for warps in (1, 2, 4):
-                    per_thread = block_n * groups * 32 // (32 * warps)  # bytes per iteration
-                    if n % block_n == 0 and 4 <= per_thread <= 64:
-                        options += [Config(block_n, groups * 64, 0, num_warps=warps, num_stages=s)
-                                    for s in (1, 2)]
-        return options
-    block_ms = (16,) if m <= 16 else (16, 32) if m <= 32 else (16, 32, 64)
-    for block_m in block_ms:  # the tensor-core kernel: quantization blocks (64) per step
-        for block_n in (16, 32, 64, 128):
-            for groups, warps in ((1, 4), (2, 4), (4, 4), (2, 8)):
-                if n % block_n == 0:
-                    options.append(Config(block_n, 64 * groups, block_m, num_warps=warps,
-                                          num_stages=3))
+    if m > 2:
+        return [DEQUANTIZE]
+    options = []  # the GEMV: rows per program, quantization blocks per iteration, warps, stages
+    for block_n in (1, 2, 4, 8):
+        for groups in (4, 8, 16, 32):
+            for warps in (1, 2, 4):
+                per_thread = block_n * groups * 32 // (32 * warps)  # bytes per iteration
+                if n % block_n == 0 and 4 <= per_thread <= 64:
+                    options += [Config(block_n, groups * 64, 0, num_warps=warps, num_stages=s)
+                                for s in (1, 2)]
     return options
 
 

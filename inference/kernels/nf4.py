@@ -7,19 +7,18 @@ quantization (the default checkpoint's) the scales are themselves 8-bit codes in
 scaled per 256 scales by `state2.absmax`, plus `offset`.
 
 `NF4Linear.__call__` multiplies through bitsandbytes, except for the row counts (decode batch
-buckets) where the start-up measurement (kernels/nf4_choice.py) found a Triton kernel faster on
-this GPU and recorded it in `triton`. The Triton kernels (`NF4Linear.matmul`), both reading each
-byte's two weights with one gather from a 256-entry table (`pair_table`), are also measured
-against bitsandbytes on each of Qwen3-4B's shapes by bench/bench_nf4_matmul.py:
-- `_gemv_kernel` for one row: each program computes BLOCK_N outputs, reading its rows' packed
-  bytes with coalesced loads and summing element-wise until the end (no cross-thread reduction in
-  the loop); more rows run it per row;
-- `_gemm_kernel` for more rows: tiles of (BLOCK_M, BLOCK_N) on the tensor cores, each
-  quantization block as two dots (even inputs by high nibbles, odd by low), scaled after the dot,
-  a few blocks per iteration.
-The kernels as first written (a gather per nibble, nibbles interleaved by join/reshape) lost to
-bitsandbytes at every size on the H200 (bench/results/nf4-matmul-h200.json); these have not yet
-run on a GPU.
+buckets) where the start-up measurement (kernels/nf4_choice.py) found one of ours faster on this
+GPU and recorded it in `triton`:
+- `_gemv_kernel` for one row (two rows run it twice): each program computes BLOCK_N outputs,
+  reading its rows' packed bytes with coalesced loads and summing element-wise until the end (no
+  cross-thread reduction in the loop);
+- `DEQUANTIZE` for more rows: `_dequant_kernel` writes the bfloat16 weight and cuBLAS multiplies,
+  which is what bitsandbytes does above one row, with a faster dequantization.
+Both turn each byte into its two weights in registers (kernels/nf4_asm.py: `prmt` byte permutes
+over the code table held in registers) where PTX can run, and by a gather from a 256-entry table
+(`pair_table`) elsewhere (Triton's interpreter). bench/nf4_lookup.py measured the lookups, and
+a tensor-core kernel that dequantized in its tiles (slower than both at every size, lookup or
+not: removed); bench/bench_nf4_matmul.py measures these against bitsandbytes per shape.
 """
 
 from __future__ import annotations
@@ -29,6 +28,8 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+
+from .nf4_asm import lookup_asm
 
 
 @triton.jit
@@ -66,17 +67,29 @@ def _dequant_tile(w_ptr, absmax_ptr, code_ptr, code2_ptr, absmax2_ptr, offset, r
 
 
 @triton.jit
+def _pairs(packed, pairs_ptr, ASM: tl.constexpr):
+    """Each byte's two code values as bfloat16 bits in one int32 (the high nibble's, the even
+    column, in the upper half): from registers through `ASM` (nf4_asm.pair_asm), else from the
+    table in memory."""
+    if ASM == "":
+        return tl.load(pairs_ptr + packed.to(tl.int32))
+    return tl.inline_asm_elementwise(ASM, "=r,=r,=r,=r,r", [packed], dtype=tl.int32,
+                                     is_pure=True, pack=4)
+
+
+@triton.jit
 def _gemv_kernel(x_ptr, w_ptr, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, offset, y_ptr,
                  K, stride_w, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr, QBLOCK: tl.constexpr,
-                 NESTED: tl.constexpr, BLOCKSIZE2: tl.constexpr, X_PAIRS: tl.constexpr):
+                 NESTED: tl.constexpr, BLOCKSIZE2: tl.constexpr, X_PAIRS: tl.constexpr,
+                 ASM: tl.constexpr):
     """y[rows] = W[rows] @ x for one input row (a decode step of one sequence), BLOCK_N outputs
     per program.
 
     Each iteration reads GROUPS quantization blocks of every row as they lie in memory
     (BLOCK_N, GROUPS, QBLOCK / 2 bytes), 4 bytes a thread and coalesced across the warp (capped at
     4 so that the weights share the int32 inputs' layout: no shuffle between them), and turns each
-    byte into its two weights with one gather from `pairs` (the two nibbles' code values, bfloat16
-    bits, in one int32: two integer ops split them). With bfloat16 inputs (X_PAIRS), x is read as int32 too:
+    byte into its two weights (`_pairs`: the two nibbles' code values, bfloat16 bits, in one
+    int32; two integer ops split them). With bfloat16 inputs (X_PAIRS), x is read as int32 too:
     the even and odd inputs that meet a byte's two weights. The products are scaled and summed
     element-wise; nothing is reduced across threads until the end."""
     HALF: tl.constexpr = QBLOCK // 2
@@ -91,7 +104,7 @@ def _gemv_kernel(x_ptr, w_ptr, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, of
         byte = (b0 + g)[:, None] * HALF + t[None, :]  # (GROUPS, HALF) within the row
         packed = tl.load(rows + tl.max_contiguous(byte, [1, 4])[None, :, :],
                          mask=live[None, :, None], other=0)
-        pair = tl.load(pairs_ptr + packed.to(tl.int32))
+        pair = _pairs(packed, pairs_ptr, ASM)
         hi = (pair & -65536).to(tl.float32, bitcast=True)
         lo = (pair << 16).to(tl.float32, bitcast=True)
         if X_PAIRS:
@@ -110,75 +123,33 @@ def _gemv_kernel(x_ptr, w_ptr, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, of
 
 
 @triton.jit
-def _gemm_block(x_rows, w_rows, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, offset, rn, row_ok,
-                b, blocks, dtype, QBLOCK: tl.constexpr, NESTED: tl.constexpr,
-                BLOCKSIZE2: tl.constexpr, X_PAIRS: tl.constexpr, PRECISION: tl.constexpr):
-    """x @ W[rn]ᵀ over quantization block `b` alone, scaled (zero when b is past the last)."""
-    HALF: tl.constexpr = QBLOCK // 2
-    byte = b * HALF + tl.arange(0, HALF)
-    live = (byte < blocks * HALF)[None, :]  # the whole block is past the last, or none of it
-    packed = tl.load(w_rows + byte[None, :], mask=live, other=0)
-    pair = tl.load(pairs_ptr + packed.to(tl.int32))
-    w_even = (pair & -65536).to(tl.float32, bitcast=True).to(dtype)
-    w_odd = (pair << 16).to(tl.float32, bitcast=True).to(dtype)
-    x_ok = row_ok & live
-    if X_PAIRS:
-        both = tl.load(x_rows + byte[None, :], mask=x_ok, other=0)
-        x_even = (both << 16).to(tl.float32, bitcast=True).to(dtype)
-        x_odd = (both & -65536).to(tl.float32, bitcast=True).to(dtype)
-    else:
-        x_even = tl.load(x_rows + 2 * byte[None, :], mask=x_ok, other=0.0)
-        x_odd = tl.load(x_rows + 2 * byte[None, :] + 1, mask=x_ok, other=0.0)
-    part = tl.dot(x_even, tl.trans(w_even), input_precision=PRECISION)
-    part = tl.dot(x_odd, tl.trans(w_odd), part, input_precision=PRECISION)
-    idx = rn.to(tl.int64) * blocks + b
-    scale = _scales(absmax_ptr, code2_ptr, absmax2_ptr, offset, idx, NESTED, BLOCKSIZE2,
-                    rn * 0 + b < blocks)
-    return part * scale[None, :]
-
-
-@triton.jit
-def _gemm_kernel(x_ptr, w_ptr, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, offset, y_ptr,
-                 M, K, stride_w, stride_xm, stride_ym, BLOCK_M: tl.constexpr,
-                 BLOCK_N: tl.constexpr, GROUPS: tl.constexpr, QBLOCK: tl.constexpr,
-                 NESTED: tl.constexpr, BLOCKSIZE2: tl.constexpr, X_PAIRS: tl.constexpr,
-                 PRECISION: tl.constexpr):
-    """y = x @ Wᵀ on the tensor cores, one (BLOCK_M, BLOCK_N) tile per program.
-
-    Each quantization block of BLOCK_N rows is taken as it lies in memory (BLOCK_N, QBLOCK / 2
-    bytes). The high nibbles are the weights of the even columns and the low nibbles those of the
-    odd ones, so the block's product is two dots, even inputs by high-nibble weights plus odd
-    inputs by low-nibble weights: no interleaving of the nibbles. The weights come from one `pairs`
-    gather per byte as unscaled code values; the block's scale multiplies the dot's result, once
-    per output rather than once per weight. An iteration takes GROUPS blocks (unrolled), so that a
-    program has more bytes in flight where the layer has few rows (O, down)."""
-    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-    blocks = K // QBLOCK
-    w_rows = w_ptr + rn.to(tl.int64)[:, None] * stride_w  # K // 2, passed for its alignment
-    x_rows = x_ptr + rm.to(tl.int64)[:, None] * stride_xm
-    row_ok = rm[:, None] < M
-    dtype = y_ptr.dtype.element_ty
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for b0 in range(0, blocks, GROUPS):
-        for g in tl.static_range(GROUPS):
-            acc += _gemm_block(x_rows, w_rows, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr,
-                               offset, rn, row_ok, b0 + g, blocks, dtype, QBLOCK, NESTED,
-                               BLOCKSIZE2, X_PAIRS, PRECISION)
-    tl.store(y_ptr + rm.to(tl.int64)[:, None] * stride_ym + rn[None, :], acc.to(dtype),
-             mask=row_ok)
-
-
-@triton.jit
 def _dequant_kernel(w_ptr, absmax_ptr, code_ptr, code2_ptr, absmax2_ptr, offset, out_ptr, K,
                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, QBLOCK: tl.constexpr,
-                    NESTED: tl.constexpr, BLOCKSIZE2: tl.constexpr):
+                    NESTED: tl.constexpr, BLOCKSIZE2: tl.constexpr, ASM: tl.constexpr):
+    """out[rows, k0:k0 + BLOCK_K] = the weight, one (BLOCK_N, BLOCK_K) tile per program. With
+    `ASM` (nf4_asm.dequant_asm, bfloat16 output) each byte becomes its two scaled weights in
+    registers and is stored as one int32 (`out_ptr` is the bfloat16 weight viewed as int32)."""
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     k0 = tl.program_id(1) * BLOCK_K
-    w = _dequant_tile(w_ptr, absmax_ptr, code_ptr, code2_ptr, absmax2_ptr, offset, rn, k0, K,
-                      BLOCK_N, BLOCK_K, QBLOCK, NESTED, BLOCKSIZE2)
-    rk = k0 + tl.arange(0, BLOCK_K)
-    tl.store(out_ptr + rn[:, None].to(tl.int64) * K + rk[None, :], w.to(out_ptr.dtype.element_ty))
+    if ASM == "":
+        w = _dequant_tile(w_ptr, absmax_ptr, code_ptr, code2_ptr, absmax2_ptr, offset, rn, k0, K,
+                          BLOCK_N, BLOCK_K, QBLOCK, NESTED, BLOCKSIZE2)
+        rk = k0 + tl.arange(0, BLOCK_K)
+        tl.store(out_ptr + rn[:, None].to(tl.int64) * K + rk[None, :],
+                 w.to(out_ptr.dtype.element_ty))
+    else:
+        HALF: tl.constexpr = QBLOCK // 2
+        GROUPS: tl.constexpr = BLOCK_K // QBLOCK
+        byte = (k0 // 2 + tl.arange(0, GROUPS * HALF))
+        rows = rn[:, None].to(tl.int64) * (K // 2)
+        packed = tl.load(w_ptr + rows + byte[None, :])
+        idx = rn[:, None].to(tl.int64) * (K // QBLOCK) + (k0 // QBLOCK + tl.arange(0, GROUPS))[None, :]
+        scale = _scales(absmax_ptr, code2_ptr, absmax2_ptr, offset, idx, NESTED, BLOCKSIZE2)
+        scale = tl.reshape(tl.broadcast_to(scale[:, :, None], (BLOCK_N, GROUPS, HALF)),
+                           (BLOCK_N, GROUPS * HALF))
+        pairs = tl.inline_asm_elementwise(ASM, "=r,=r,=r,=r,r,r,r,r,r", [packed, scale],
+                                          dtype=tl.int32, is_pure=True, pack=4)
+        tl.store(out_ptr + rows + byte[None, :], pairs)
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -205,17 +176,21 @@ def _expanded_absmax(state) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Config:
-    """Tile sizes of one kernel launch."""
+    """One way to run the product: the GEMV's tiles (block_m 0), or DEQUANTIZE (block_m -1)."""
 
     block_n: int
     block_k: int
-    block_m: int = 0  # 0: the GEMV kernel
+    block_m: int = 0
     num_warps: int = 4
     num_stages: int = 2
 
+    @property
+    def dequantizes(self) -> bool:
+        return self.block_m < 0
 
-GEMV_MAX_ROWS = 2  # above this, the tensor-core kernel
-WAVE = 132  # programs that keep an H100/H200 busy; fewer leave multiprocessors idle
+
+DEQUANTIZE = Config(0, 0, -1)  # the bfloat16 weight from _dequant_kernel, then cuBLAS
+GEMV_MAX_ROWS = 2  # above this, DEQUANTIZE
 
 
 def _largest_dividing(k: int, options: tuple[int, ...]) -> int:
@@ -223,27 +198,21 @@ def _largest_dividing(k: int, options: tuple[int, ...]) -> int:
 
 
 def gemv_config(n: int, k: int, qblock: int) -> Config | None:
-    """Tiles of the GEMV kernel: enough rows per program for 16-byte loads, and, where the layer
-    has few rows (O, down), more of each row per iteration, so that enough bytes are in flight to
-    keep memory busy. block_k counts weight columns (GROUPS * qblock); the last may overhang."""
-    block_n, groups = (4, 8) if n >= 8192 else (2, 16)
+    """Tiles of the GEMV kernel: four rows per program, and, where the layer has few rows (O,
+    down), more of each row per iteration, so that enough bytes are in flight to keep memory busy.
+    block_k counts weight columns (GROUPS * qblock); the last may overhang. The best tilings on
+    the H200 (bench/results/nf4-lookup-h200.json)."""
+    block_n, groups, warps = (4, 8, 2) if n >= 4096 else (4, 16, 4)
     if n % block_n or k % qblock:
         return None
-    return Config(block_n, groups * qblock, 0, num_warps=2, num_stages=2)
+    return Config(block_n, groups * qblock, 0, num_warps=warps, num_stages=2)
 
 
 def default_config(m: int, n: int, k: int, qblock: int) -> Config | None:
-    """Tiles for (M, K) @ (N, K)ᵀ; None where the shape does not tile. Narrow N tiles when the
-    wide ones would leave multiprocessors without a program (a small batch is bandwidth-bound)."""
+    """The GEMV for one or two rows, DEQUANTIZE above; None where the shape does not tile."""
     if m <= GEMV_MAX_ROWS:
         return gemv_config(n, k, qblock)
-    block_m = 16 if m <= 16 else 32 if m <= 32 else 64
-    rows = -(-m // block_m)
-    block_n = next((b for b in (64, 32, 16) if n % b == 0 and rows * n // b >= WAVE),
-                   _largest_dividing(n, (16, 32, 64)))
-    if not block_n or k % qblock:
-        return None
-    return Config(block_n, 2 * qblock, block_m, num_warps=4, num_stages=3)  # 2 blocks a step
+    return DEQUANTIZE if k % qblock == 0 else None
 
 
 def pair_table(code: torch.Tensor) -> torch.Tensor:
@@ -266,6 +235,7 @@ class NF4Linear:
         self.packed = module.weight.data.view(torch.uint8).reshape(-1)
         self.code = state.code.float().contiguous()
         self.pairs = pair_table(state.code)
+        self.asm, self.dequant_asm = lookup_asm(state.code, "pair"), lookup_asm(state.code, "dequant")
         self.nested = bool(state.nested)
         if self.nested:
             self.absmax = state.absmax.contiguous()  # uint8 codes
@@ -309,6 +279,8 @@ class NF4Linear:
             start += size
         self.code = states[0].code.float().contiguous()
         self.pairs = pair_table(states[0].code)
+        self.asm = lookup_asm(states[0].code, "pair")
+        self.dequant_asm = lookup_asm(states[0].code, "dequant")
         self.absmax = torch.cat([_expanded_absmax(s) for s in states])
         self.code2 = self.absmax2 = self.absmax  # unread
         self.nested, self.blocksize2, self.offset = False, 1, 0.0
@@ -340,12 +312,14 @@ class NF4Linear:
         return self.bitsandbytes(x)
 
     def triton_config(self, rows: int) -> Config | None:
-        """The Triton tiling for `rows` rows: that of the smallest measured bucket that holds them;
-        None for bitsandbytes (also above the largest bucket)."""
+        """Our product for `rows` rows: that of the smallest measured bucket that holds them; None
+        for bitsandbytes. Above the largest bucket (prompt chunks), DEQUANTIZE if it won there:
+        the same algorithm as bitsandbytes' for many rows, with the faster dequantization."""
+        config = None
         for bucket, config in self.triton.items():
             if rows <= bucket:
                 return config
-        return None
+        return DEQUANTIZE if config is not None and config.dequantizes else None
 
     def bitsandbytes(self, x: torch.Tensor) -> torch.Tensor:
         """The product through bitsandbytes: its GEMV for one row, dequantize + matmul above."""
@@ -354,48 +328,39 @@ class NF4Linear:
         return bnb.matmul_4bit(x, self.packed, quant_state=self.state, bias=self.bias)
 
     def matmul(self, x: torch.Tensor, config: Config | None = None) -> torch.Tensor:
-        """The same product through the Triton kernels."""
+        """The same product through our kernels (`config`, else `default_config`)."""
         x = x.contiguous()
         m, n, k = x.shape[0], self.out_features, self.in_features
         config = config or default_config(m, n, k, self.qblock)
         if config is None:
             raise ValueError(f"no tiling for {m}x{k} @ {n}x{k}")
+        if config.dequantizes:
+            return x @ self.dequantize(x.dtype).t()
         if n % config.block_n or config.block_k % self.qblock:
             raise ValueError(f"{config} does not tile {n}x{k}")
         groups = config.block_k // self.qblock
-        if groups < 1 or config.block_m == 0 and groups & (groups - 1):
+        if groups < 1 or groups & (groups - 1):
             raise ValueError(f"{config}: the GEMV reads a power of two of blocks per iteration")
         y = torch.empty((m, n), dtype=x.dtype, device=x.device)
-        if config.block_m == 0:
-            pairs = x.dtype == torch.bfloat16  # two inputs as one int32
-            for row in range(m):
-                xs = x[row].view(torch.int32) if pairs else x[row]
-                _gemv_kernel[(n // config.block_n,)](
-                    xs, self.packed, self.pairs, self.absmax, self.code2, self.absmax2,
-                    self.offset, y[row], k, k // 2, BLOCK_N=config.block_n,
-                    GROUPS=config.block_k // self.qblock, QBLOCK=self.qblock, NESTED=self.nested,
-                    BLOCKSIZE2=self.blocksize2, X_PAIRS=pairs, num_warps=config.num_warps,
-                    num_stages=config.num_stages)
-        else:
-            pairs = x.dtype == torch.bfloat16  # two inputs as one int32
-            xs = x.view(torch.int32) if pairs else x
-            grid = (n // config.block_n, triton.cdiv(m, config.block_m))
-            _gemm_kernel[grid](xs, self.packed, self.pairs, self.absmax, self.code2, self.absmax2,
-                               self.offset, y, m, k, k // 2, xs.stride(0), y.stride(0),
-                               BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-                               GROUPS=config.block_k // self.qblock, QBLOCK=self.qblock,
-                               NESTED=self.nested, BLOCKSIZE2=self.blocksize2, X_PAIRS=pairs,
-                               PRECISION=dot_precision(x.dtype), num_warps=config.num_warps,
-                               num_stages=config.num_stages)
+        pairs = x.dtype == torch.bfloat16  # two inputs as one int32
+        for row in range(m):
+            xs = x[row].view(torch.int32) if pairs else x[row]
+            _gemv_kernel[(n // config.block_n,)](
+                xs, self.packed, self.pairs, self.absmax, self.code2, self.absmax2, self.offset,
+                y[row], k, k // 2, BLOCK_N=config.block_n, GROUPS=groups, QBLOCK=self.qblock,
+                NESTED=self.nested, BLOCKSIZE2=self.blocksize2, X_PAIRS=pairs, ASM=self.asm,
+                num_warps=config.num_warps, num_stages=config.num_stages)
         return y
 
     def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
         """The whole weight (N, K) in `dtype`."""
         n, k = self.out_features, self.in_features
         out = torch.empty((n, k), dtype=dtype, device=self.packed.device)
-        block_k = _largest_dividing(k, (256, 128, 64))
+        asm = self.dequant_asm if dtype == torch.bfloat16 else ""
+        groups = next(g for g in (4, 2, 1) if (k // self.qblock) % g == 0)
         block_n = _largest_dividing(n, (16, 8, 4, 2, 1))
-        _dequant_kernel[(n // block_n, k // block_k)](
-            self.packed, *self._args()[1:], out, k, BLOCK_N=block_n, BLOCK_K=block_k,
-            QBLOCK=self.qblock, NESTED=self.nested, BLOCKSIZE2=self.blocksize2)
+        _dequant_kernel[(n // block_n, k // (groups * self.qblock))](
+            self.packed, *self._args()[1:], out.view(torch.int32) if asm else out, k,
+            BLOCK_N=block_n, BLOCK_K=groups * self.qblock, QBLOCK=self.qblock,
+            NESTED=self.nested, BLOCKSIZE2=self.blocksize2, ASM=asm)
         return out

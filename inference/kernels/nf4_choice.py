@@ -1,15 +1,16 @@
 """Which 4-bit product each batch size takes, decided at start-up by measuring on this GPU.
 
 A decode step multiplies one row per sequence by every NF4 weight. Whether bitsandbytes' kernels
-(its GEMV for one row; dequantize-then-matmul above) or ours (`_gemv_kernel` for one row,
-`_gemm_kernel` on the tensor cores for more) are faster depends on the GPU, the shape and the
-number of rows. So before the CUDA graphs are captured, `choose_kernels` times them on the model's
-own linears, grouped by shape, for each row bucket up to the largest decode batch: each candidate
+(its GEMV for one row; dequantize-then-matmul above) or ours (`_gemv_kernel` for one or two rows,
+DEQUANTIZE, our dequantization then cuBLAS, for more) are faster depends on the GPU, the shape
+and the number of rows. So before the CUDA graphs are captured, `choose_kernels` times them on the
+model's own linears, grouped by shape, for each row bucket up to the largest decode batch: each candidate
 is captured in a CUDA graph that calls it on every linear of the group in turn (so weights come
 from memory, not the L2 cache, as in a real step) and replayed. A Triton tiling must first match
 bitsandbytes' result on a random input; it is chosen only when it is faster by a margin, and then
-recorded in `NF4Linear.triton` for that bucket (None: bitsandbytes). Rows above the largest bucket (prompt chunks) keep
-bitsandbytes. The report (times per shape and bucket, the choice) goes to model info's `step`.
+recorded in `NF4Linear.triton` for that bucket (None: bitsandbytes). Rows above the largest
+bucket (prompt chunks) take DEQUANTIZE where the largest bucket did, else bitsandbytes. The
+report (times per shape and bucket, the choice) goes to model info's `step`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from .nf4 import Config, NF4Linear, default_config, gemv_config
+from .nf4 import DEQUANTIZE, GEMV_MAX_ROWS, Config, NF4Linear, gemv_config
 
 logger = logging.getLogger(__name__)
 
@@ -30,21 +31,20 @@ ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 def candidates(m: int, n: int, k: int, qblock: int) -> list[Config]:
-    """Tilings worth timing for `m` rows: the GEMV's for one row, the tensor-core kernel's for
-    more (a few widths around the default)."""
-    if m == 1:
-        options = [gemv_config(n, k, qblock)] + [
+    """What is worth timing for `m` rows: GEMV tilings up to two rows (a few around the rule's),
+    DEQUANTIZE from two."""
+    options: list[Config | None] = []
+    if m <= GEMV_MAX_ROWS:
+        options += [gemv_config(n, k, qblock)] + [
             Config(block_n, groups * qblock, 0, num_warps=warps, num_stages=2)
-            for block_n, groups, warps in ((1, 32, 1), (2, 16, 1), (4, 8, 2), (8, 8, 4))]
-    else:
-        block_m = 16 if m <= 16 else 32 if m <= 32 else 64
-        options = [default_config(m, n, k, qblock)] + [
-            Config(block_n, groups * qblock, block_m,
-                   num_warps=8 if block_n * block_m >= 8192 else 4, num_stages=3)
-            for block_n, groups in ((16, 4), (64, 1), (128, 1))]
+            for block_n, groups, warps in ((4, 8, 2), (4, 16, 4), (2, 16, 2), (8, 8, 4))]
+    if m >= 2:
+        options.append(DEQUANTIZE)
     unique = []
     for option in options:
-        if option is not None and n % option.block_n == 0 and option not in unique:
+        if option is None or option in unique:
+            continue
+        if option.dequantizes or n % option.block_n == 0:
             unique.append(option)
     return unique
 

@@ -1,10 +1,11 @@
 """The GPU step (Triton kernels, CUDA graphs) against references; skipped without CUDA.
 
-- the NF4 linears (bitsandbytes, single and fused) and the Triton NF4 kernels against
-  x @ dequantized(W)ᵀ, with and without double quantization, for row counts on both sides of every
-  kernel switch; the start-up choice of kernel per batch bucket (kernels/nf4_choice.py);
-- paged attention against SDPA over gathered keys, for decode rows split in parts and for prompt
-  chunks behind a cached prefix, on scattered blocks;
+- the NF4 linears (bitsandbytes, single and fused) and our NF4 products (the GEMV, the
+  dequantization in both lookups) against x @ dequantized(W)ᵀ, with and without double
+  quantization, for row counts on both sides of every kernel switch; the start-up choice of kernel
+  per batch bucket (kernels/nf4_choice.py);
+- paged attention against SDPA over gathered keys, for decode rows and for a prompt chunk behind a
+  cached prefix, whole and split in parts, on scattered blocks;
 - one decode step replayed from a CUDA graph against the same step run eagerly, for batch sizes
   between the captured buckets (the graph pads them); likewise a lone prompt chunk, with and
   without a cached prefix;
@@ -60,29 +61,33 @@ def test_nf4_products_match_the_dequantized_weight(rows, nested, dtype):
             torch.testing.assert_close(got, expected, atol=2e-2 * expected.abs().max().item(),
                                        rtol=0)
     fused = NF4Linear.fused(parts)
-    whole = fused.dequantize(torch.float32)
+    whole = fused.dequantize(torch.float32)  # the table gather, fp32 arithmetic
     torch.testing.assert_close(whole, dequantized(parts), atol=1e-6, rtol=0)
+    for linear, modules in ((NF4Linear(single), [single]), (fused, parts)):
+        # bfloat16: the register lookup (nf4_asm.dequant_asm), codes rounded to bfloat16 first
+        torch.testing.assert_close(linear.dequantize(torch.bfloat16).float(),
+                                   dequantized(modules), atol=1e-6, rtol=2 ** -7)
 
 
 @pytest.mark.parametrize("nested", [True, False])
-def test_the_tensor_core_kernel_takes_blocks_in_groups_with_a_partial_last(nested):
+def test_the_gemv_takes_blocks_in_groups_with_a_partial_last(nested):
     from inference.kernels.nf4 import Config, NF4Linear
 
     torch.manual_seed(11)
     module = nf4_module(128, 640, nested)  # 10 quantization blocks a row
     linear = NF4Linear(module)
     weight = dequantized([module])
-    for rows in (5, 70):
+    for rows in (1, 2):
         x = torch.randn(rows, 640, device=CUDA, dtype=torch.bfloat16)
         expected = x.float() @ weight.t()
-        for groups, block_m in ((3, 16), (4, 64), (1, 32)):
-            got = linear.matmul(x, Config(32, 64 * groups, block_m, num_warps=4)).float()
+        for block_n, groups, warps in ((4, 8, 2), (4, 16, 4), (2, 4, 1)):
+            got = linear.matmul(x, Config(block_n, 64 * groups, 0, num_warps=warps)).float()
             torch.testing.assert_close(got, expected, atol=2e-2 * expected.abs().max().item(),
                                        rtol=0)
 
 
 def test_each_batch_bucket_takes_the_measured_kernel():
-    from inference.kernels.nf4 import NF4Linear, default_config, gemv_config
+    from inference.kernels.nf4 import DEQUANTIZE, NF4Linear, gemv_config
     from inference.kernels.nf4_choice import choose_kernels
 
     torch.manual_seed(7)
@@ -100,11 +105,12 @@ def test_each_batch_bucket_takes_the_measured_kernel():
         assert [linear.triton[m] is not None for m in by_rows] == [
             e["kernel"] == "triton" for e in by_rows.values()]
     assert len({tuple(s.triton.items()) for s in singles}) == 1  # one choice per shape
-    # Forced: one row through the GEMV, 3 and 16 through the tensor-core kernel, 17 (above the
-    # largest bucket) through bitsandbytes; all against the dequantized weight.
-    fused.triton = {1: gemv_config(512, 1024, 64), 4: default_config(4, 512, 1024, 64),
-                    16: default_config(16, 512, 1024, 64)}
-    assert fused.triton_config(17) is None and fused.triton_config(3) == fused.triton[4]
+    # Forced: one row through the GEMV, 3 through bitsandbytes, 16 and 17 (above the largest
+    # bucket, where DEQUANTIZE won) through DEQUANTIZE; all against the dequantized weight.
+    fused.triton = {1: gemv_config(512, 1024, 64), 4: None, 16: DEQUANTIZE}
+    assert fused.triton_config(3) is None and fused.triton_config(17) == DEQUANTIZE
+    singles[1].triton = {1: gemv_config(512, 1024, 64), 16: None}
+    assert singles[1].triton_config(17) is None  # bitsandbytes won the largest bucket
     expected_w = dequantized(parts)
     for rows in (1, 3, 16, 17):
         x = torch.randn(rows, 1024, device=CUDA, dtype=torch.bfloat16)
@@ -148,7 +154,7 @@ def test_paged_attention_matches_sdpa(parts):
                         device=CUDA).flatten()
     i32 = dict(dtype=torch.int32, device=CUDA)
     out = torch.empty_like(q)
-    for seqs, block_q, split in (([0, 1, 2], 1, parts), ([3], 32, 1)):
+    for seqs, block_q in (([0, 1, 2], 1), ([3], 32)):  # decode rows, then the chunk (tokens 3-72)
         lens = [q_lens[i] for i in seqs]
         tile_seq, tile_q0 = tile_plan(lens, block_q)
         starts = [sum(q_lens[:i]) for i in seqs]
@@ -157,7 +163,7 @@ def test_paged_attention_matches_sdpa(parts):
             torch.tensor(starts, **i32), torch.tensor(lens, **i32),
             torch.tensor([contexts[i] for i in seqs], **i32),
             torch.stack([flat.view(len(tables), width)[i] for i in seqs]).flatten().contiguous(),
-            torch.tensor([width], **i32), block_q, split)
+            torch.tensor([width], **i32), block_q, parts, first_token=3, tokens=sum(lens))
         paged_attention(q, k_cache, v_cache, tiles, len(tile_seq), block, 0.125, out=out)
     start = 0
     for table, ctx, n in zip(tables, contexts, q_lens, strict=True):
