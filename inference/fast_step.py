@@ -16,7 +16,7 @@ import torch
 
 from .cuda_graphs import DecodeGraphs
 from .fast_qwen3 import FastQwen3
-from .kernels.paged_attention import AttentionTiles, decode_parts, tile_plan
+from .kernels.paged_attention import AttentionTiles, decode_parts, prompt_parts, tile_plan
 from .sequence import Sequence
 from .step_inputs import device_tensor, flatten_step
 
@@ -88,9 +88,11 @@ class FastStep:
         hidden = self._eager(ids, positions, slots, q_len, contexts, tables, 0)
         return self.fast.logits(hidden[n - 1:n])
 
-    def _eager(self, ids, positions, slots, q_len, context, tables, decodes: int) -> torch.Tensor:
+    def _eager(self, ids, positions, slots, q_len, context, tables, decodes: int,
+               parts: int | None = None) -> torch.Tensor:
+        """The step run eagerly; `parts` forces the prompt tiles' context splits (warm-up)."""
         groups = [range(0, decodes), range(decodes, len(q_len))]
-        parts: list[np.ndarray] = [np.asarray(ids), np.asarray(positions), np.asarray(slots)]
+        arrays: list[np.ndarray] = [np.asarray(ids), np.asarray(positions), np.asarray(slots)]
         specs = []
         q_start = np.concatenate([[0], np.cumsum(q_len)[:-1]]).astype(np.int64)
         for group, block_q in zip(groups, (1, PREFILL_TILE), strict=True):
@@ -104,15 +106,20 @@ class FastStep:
                 grid[row, :len(tables[i])] = tables[i]
             fields = [tile_seq, tile_q0, q_start[group.start:group.stop], lens,
                       [context[i] for i in group], grid.reshape(-1), [width]]
-            specs.append((len(parts), block_q, len(tile_seq), len(group)))
-            parts.extend(np.asarray(f) for f in fields)
-        views = self._send(parts)
+            if block_q == 1:
+                splits = decode_parts(len(group), self.fast.kv_heads, self.sms)
+            else:
+                splits = parts or prompt_parts(len(tile_seq), self.fast.kv_heads, self.sms,
+                                               max(context[i] for i in group))
+            specs.append((len(arrays), block_q, len(tile_seq), splits, sum(lens)))
+            arrays.extend(np.asarray(f) for f in fields)
+        views = self._send(arrays)
         launches = []
-        for first, block_q, num_tiles, rows in specs:
+        for first, block_q, num_tiles, splits, tokens in specs:
             v = views[first:first + 7]
-            parts_per_row = decode_parts(rows, self.fast.kv_heads, self.sms) if block_q == 1 else 1
             launches.append((AttentionTiles(v[0], v[1], v[2], v[3], v[4], v[5], v[6], block_q,
-                                            parts_per_row), num_tiles))
+                                            splits, first_token=decodes, tokens=tokens),
+                             num_tiles))
         return self.fast.forward(views[0], views[1], views[2], launches, self.kv_cache,
                                  self.block_size)
 
@@ -140,13 +147,14 @@ class FastStep:
     def warm_up(self, max_decodes: int) -> None:
         """Compile the eager step's kernels now rather than in the middle of serving (where each
         took 0.3-0.45 s on an H200, stalling every stream): one prompt chunk of a block's worth of
-        tokens, then decode rows in every number of context splits a step of 1 to `max_decodes`
+        tokens in every number of context splits, then decode rows in every number of context splits a step of 1 to `max_decodes`
         of them takes, all written into the scratch block (owned by no sequence). A captured
         graph's launches do not count: Triton compiles a variant per pointer alignment, and
         the graphs' block tables are not 16-byte aligned as the eager step's are."""
         n, block = self.block_size, self.scratch_block
         slots = list(range(block * n, block * n + n))
-        self._eager([0] * n, list(range(n)), slots, [n], [n], [[block]], 0)
+        for parts in (1, 2, 4, 8, 16):  # every split count prompt_parts gives
+            self._eager([0] * n, list(range(n)), slots, [n], [n], [[block]], 0, parts)
         splits: dict[int, int] = {}
         for rows in range(1, max_decodes + 1):
             splits.setdefault(decode_parts(rows, self.fast.kv_heads, self.sms), rows)

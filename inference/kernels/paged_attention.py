@@ -7,9 +7,10 @@ softmax, stopping at the causal limit of the tile's last token. Every tensor it 
 device memory (tile map, lengths, block tables, even the table's row stride), so a launch can be
 captured in a CUDA graph and replayed with new metadata.
 
-For decode tiles (one token each) the context can also be split into `parts` walked by separate
-programs and merged by `_merge_kernel` (flash-decoding), so one long sequence still keeps every
-multiprocessor busy.
+The context can also be split into `parts` walked by separate programs and merged by
+`_merge_kernel` (flash-decoding), so that a few rows over a long context still keep every
+multiprocessor busy: decode rows, and prompt chunks whose tiles are too few for the card (a chunk
+of a long prompt beside running streams).
 """
 
 from __future__ import annotations
@@ -91,10 +92,12 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, part_acc, part_m, part_l,
         tl.store(part_l + part_index, l_i, mask=row_ok)
 
 
-@triton.jit
-def _merge_kernel(part_acc, part_m, part_l, out_ptr, D: tl.constexpr, PARTS: tl.constexpr):
-    """Combine the parts of one (token, head): softmax-weighted by each part's running maximum."""
-    index = tl.program_id(0).to(tl.int64)
+@triton.jit(do_not_specialize=["first"])
+def _merge_kernel(part_acc, part_m, part_l, out_ptr, first, D: tl.constexpr,
+                  PARTS: tl.constexpr):
+    """Combine the parts of one (token, head), `first` being the launch's first (token × heads):
+    softmax-weighted by each part's running maximum."""
+    index = tl.program_id(0).to(tl.int64) + first
     parts = tl.arange(0, PARTS)
     m = tl.load(part_m + index * PARTS + parts)
     top = tl.max(m, axis=0)
@@ -120,6 +123,10 @@ class AttentionTiles:
     table_stride: torch.Tensor  # (1,) int32, read by the kernel
     block_q: int
     parts: int = 1
+    # With parts: the step's tokens the launch covers (its tiles' queries), to merge. Decode
+    # tiles need no range: they are the step's first tokens, one a tile.
+    first_token: int = 0
+    tokens: int = 0
 
 
 def tile_plan(q_lens: list[int], block_q: int) -> tuple[list[int], list[int]]:
@@ -140,6 +147,19 @@ def decode_parts(batch: int, kv_heads: int, num_sms: int) -> int:
     return parts
 
 
+PROMPT_PART_KEYS = 4096  # a prompt tile's context is split only into parts of at least this
+
+
+def prompt_parts(num_tiles: int, kv_heads: int, num_sms: int, context: int) -> int:
+    """Context splits per prompt tile: like decode_parts, while each part keeps enough keys for
+    its walk to outweigh the merge."""
+    parts = 1
+    while (parts < 16 and num_tiles * kv_heads * parts < 2 * num_sms
+           and context // (2 * parts) >= PROMPT_PART_KEYS):
+        parts *= 2
+    return parts
+
+
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                     tiles: AttentionTiles, num_tiles: int, block_size: int, scale: float,
                     out: torch.Tensor | None = None) -> torch.Tensor:
@@ -151,8 +171,8 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     rows = max(16, triton.next_power_of_2(tiles.block_q * group))
     tile_t = 64 if tiles.block_q > 1 else 32
     parts = tiles.parts
-    if parts > 1 and tiles.block_q != 1:
-        raise ValueError("only decode tiles (one query each) split their context in parts")
+    if parts > 1 and tiles.block_q != 1 and not tiles.tokens:
+        raise ValueError("prompt tiles split in parts need the tokens they cover")
     if parts > 1:
         part_acc = torch.empty((tokens * heads * parts, dim), dtype=torch.float32, device=q.device)
         part_m = torch.empty(tokens * heads * parts, dtype=torch.float32, device=q.device)
@@ -165,6 +185,8 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
         HEADS=heads, KV_HEADS=kv_heads, GROUP=group, D=dim, BLOCK=block_size,
         BLOCK_Q=tiles.block_q, ROWS=rows, TILE_T=tile_t, PARTS=parts,
         PRECISION=dot_precision(q.dtype), num_warps=8 if rows >= 128 else 4)
-    if parts > 1:  # decode tiles only: one token each, the step's first `num_tiles` tokens
-        _merge_kernel[(num_tiles * heads,)](part_acc, part_m, part_l, out, D=dim, PARTS=parts)
+    if parts > 1:  # decode tiles: one token each, the step's first `num_tiles` tokens
+        first, count = (0, num_tiles) if tiles.block_q == 1 else (tiles.first_token, tiles.tokens)
+        _merge_kernel[(count * heads,)](part_acc, part_m, part_l, out, first * heads, D=dim,
+                                        PARTS=parts)
     return out
