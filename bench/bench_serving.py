@@ -72,8 +72,10 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def stream_chat(client, messages, max_tokens: int, seed: int) -> dict:
-    """One streaming chat completion: arrival times of its content chunks and its usage."""
+async def stream_chat(client, messages, max_tokens: int, seed: int,
+                      until: asyncio.Event | None = None) -> dict:
+    """One streaming chat completion: arrival times of its content chunks and its usage. With
+    `until`, the client stops reading (and the server cancels the request) once it is set."""
     body = {"messages": messages, "max_tokens": max_tokens, "seed": seed, "stream": True,
             "stream_options": {"include_usage": True}}
     start = time.perf_counter()
@@ -88,6 +90,8 @@ async def stream_chat(client, messages, max_tokens: int, seed: int) -> dict:
                 usage = chunk["usage"]
             if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
                 arrivals.append(time.perf_counter())
+            if until is not None and until.is_set():
+                break
     return {"start": start, "arrivals": arrivals,
             "tokens": usage["completion_tokens"] if usage else len(arrivals),
             "ttft": arrivals[0] - start if arrivals else None,
@@ -127,14 +131,17 @@ async def long_prompt(client, tokenizer) -> dict:
     text = text_of(tokenizer, 32_700, seed=1)
     idle = await stream_chat(client, [{"role": "user", "content": text}], 8, 0)
     short = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
+    done = asyncio.Event()  # the streams run until the long prompt's first token, and 0.5 s on
     async with own_clients(16) as users:
-        streams = [asyncio.create_task(stream_chat(user, short, 400, i))
+        streams = [asyncio.create_task(stream_chat(user, short, 20_000, i, until=done))
                    for i, user in enumerate(users)]
-        await asyncio.sleep(3.0)  # the 16 streams are decoding
+        await asyncio.sleep(1.5)  # the 16 streams are decoding
         text = text_of(tokenizer, 32_700, seed=2)
         during = await stream_chat(client, [{"role": "user", "content": text}], 8, 0)
         window = (during["start"],
                   during["arrivals"][0] if during["arrivals"] else time.perf_counter())
+        await asyncio.sleep(0.5)
+        done.set()
         runs = await asyncio.gather(*streams)
     gaps = [b - a for r in runs for a, b in zip(r["arrivals"], r["arrivals"][1:], strict=False)
             if window[0] <= b <= window[1] + 0.5]
