@@ -28,11 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from inference.kernels.nf4 import (  # noqa: E402
     DEQUANTIZE,
-    SLICE_SIZES,
     Config,
     NF4Linear,
     default_config,
-    sliced_config,
 )
 from inference.kernels.nf4_choice import graph_time_us  # noqa: E402
 
@@ -68,7 +66,7 @@ def dequantized(modules) -> torch.Tensor:
 
 def alternatives(m: int, n: int, k: int) -> list[Config]:
     if m > 2:
-        return [DEQUANTIZE] + [c for c in (sliced_config(n, k, b) for b in SLICE_SIZES) if c]
+        return [DEQUANTIZE]
     options = []  # the GEMV: rows per program, quantization blocks per iteration, warps, stages
     for block_n in (1, 2, 4, 8):
         for groups in (4, 8, 16, 32):

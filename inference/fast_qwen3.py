@@ -87,12 +87,8 @@ class FastQwen3:
 
     @property
     def extra_bytes(self) -> int:
-        """Memory the fast path holds beyond the loaded model (the fused linears' scales, the
-        sliced products' buffer once allocated)."""
-        from .kernels.nf4 import scratch_bytes
-
-        return scratch_bytes(self.final_norm.device) + sum(layer.qkv.extra_bytes + layer.gate_up.extra_bytes
-                             for layer in self.layers)
+        """Memory the fast path holds beyond the loaded model (the fused linears' scales)."""
+        return sum(layer.qkv.extra_bytes + layer.gate_up.extra_bytes for layer in self.layers)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
                 launches: list[tuple[AttentionTiles, int]], kv_cache: list[tuple[torch.Tensor,

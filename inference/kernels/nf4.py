@@ -13,9 +13,7 @@ GPU and recorded it in `triton`:
   reading its rows' packed bytes with coalesced loads and summing element-wise until the end (no
   cross-thread reduction in the loop);
 - `DEQUANTIZE` for more rows: `_dequant_kernel` writes the bfloat16 weight and cuBLAS multiplies,
-  which is what bitsandbytes does above one row, with a faster dequantization; or the same a slice
-  of rows at a time through one 16 MiB buffer (`scratch`), which the L2 cache holds until cuBLAS
-  has read it.
+  which is what bitsandbytes does above one row, with a faster dequantization.
 Both turn each byte into its two weights in registers (kernels/nf4_asm.py: `prmt` byte permutes
 over the code table held in registers) where PTX can run, and by a gather from a 256-entry table
 (`pair_table`) elsewhere (Triton's interpreter). bench/nf4_lookup.py measured the lookups, and
@@ -124,22 +122,21 @@ def _gemv_kernel(x_ptr, w_ptr, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, of
     tl.store(y_ptr + rn, y.to(y_ptr.dtype.element_ty))
 
 
-@triton.jit(do_not_specialize=["row0"])
+@triton.jit
 def _dequant_kernel(w_ptr, absmax_ptr, code_ptr, code2_ptr, absmax2_ptr, offset, out_ptr, K,
-                    row0, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, QBLOCK: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, QBLOCK: tl.constexpr,
                     NESTED: tl.constexpr, BLOCKSIZE2: tl.constexpr, ASM: tl.constexpr):
-    """out[rows - row0, k0:k0 + BLOCK_K] = the weight's rows, one (BLOCK_N, BLOCK_K) tile per
-    program, from row `row0` on. With `ASM` (nf4_asm.dequant_asm, bfloat16 output) each byte
-    becomes its two scaled weights in registers and is stored as one int32 (`out_ptr` is the
-    bfloat16 weight viewed as int32)."""
-    rn = row0 + tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    """out[rows, k0:k0 + BLOCK_K] = the weight, one (BLOCK_N, BLOCK_K) tile per program. With
+    `ASM` (nf4_asm.dequant_asm, bfloat16 output) each byte becomes its two scaled weights in
+    registers and is stored as one int32 (`out_ptr` is the bfloat16 weight viewed as int32)."""
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     k0 = tl.program_id(1) * BLOCK_K
-    out_rows = (rn - row0)[:, None].to(tl.int64)
     if ASM == "":
         w = _dequant_tile(w_ptr, absmax_ptr, code_ptr, code2_ptr, absmax2_ptr, offset, rn, k0, K,
                           BLOCK_N, BLOCK_K, QBLOCK, NESTED, BLOCKSIZE2)
         rk = k0 + tl.arange(0, BLOCK_K)
-        tl.store(out_ptr + out_rows * K + rk[None, :], w.to(out_ptr.dtype.element_ty))
+        tl.store(out_ptr + rn[:, None].to(tl.int64) * K + rk[None, :],
+                 w.to(out_ptr.dtype.element_ty))
     else:
         HALF: tl.constexpr = QBLOCK // 2
         GROUPS: tl.constexpr = BLOCK_K // QBLOCK
@@ -152,7 +149,7 @@ def _dequant_kernel(w_ptr, absmax_ptr, code_ptr, code2_ptr, absmax2_ptr, offset,
                            (BLOCK_N, GROUPS * HALF))
         pairs = tl.inline_asm_elementwise(ASM, "=r,=r,=r,=r,r,r,r,r,r", [packed, scale],
                                           dtype=tl.int32, is_pure=True, pack=4)
-        tl.store(out_ptr + out_rows * (K // 2) + byte[None, :], pairs)
+        tl.store(out_ptr + rows + byte[None, :], pairs)
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -194,44 +191,6 @@ class Config:
 
 DEQUANTIZE = Config(0, 0, -1)  # the bfloat16 weight from _dequant_kernel, then cuBLAS
 GEMV_MAX_ROWS = 2  # above this, DEQUANTIZE
-# DEQUANTIZE in slices of rows (Config(rows, 0, -1)): each slice's bfloat16 weight goes to one
-# scratch buffer, small enough to stay in the L2 cache (50 MB on an H100/H200) until cuBLAS reads
-# it back, so it need not travel to memory and back. Smaller slices stay in the cache more surely,
-# larger ones take fewer launches: the start-up measurement tries both.
-SLICE_SIZES = (16 * 1024 * 1024, 32 * 1024 * 1024)
-SLICE_BYTES = max(SLICE_SIZES)
-_scratch: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-
-
-def scratch(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The slices' buffer: one per device and dtype, allocated once and never freed or grown
-    (captured CUDA graphs keep its address)."""
-    key = (torch.device(device), dtype)
-    if key not in _scratch:
-        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-            raise RuntimeError("the NF4 slice buffer must exist before CUDA graph capture")
-        _scratch[key] = torch.empty(SLICE_BYTES // dtype.itemsize, dtype=dtype, device=device)
-    return _scratch[key]
-
-
-def scratch_bytes(device: torch.device) -> int:
-    """Memory the slices' buffers hold on `device`."""
-    return sum(t.numel() * t.element_size() for (dev, _), t in _scratch.items()
-               if dev == torch.device(device))
-
-
-def sliced_config(n: int, k: int, slice_bytes: int = SLICE_BYTES,
-                  itemsize: int = 2) -> Config | None:
-    """DEQUANTIZE in equal slices of a multiple of 16 rows that fit `slice_bytes`; None where one
-    slice holds the whole weight or no such slicing exists."""
-    slices = -(-n * k * itemsize // slice_bytes)
-    if slices <= 1:
-        return None
-    while slices <= n // 16:
-        if n % slices == 0 and (n // slices) % 16 == 0:
-            return Config(n // slices, 0, -1)
-        slices += 1
-    return None
 
 
 def _largest_dividing(k: int, options: tuple[int, ...]) -> int:
@@ -354,14 +313,13 @@ class NF4Linear:
 
     def triton_config(self, rows: int) -> Config | None:
         """Our product for `rows` rows: that of the smallest measured bucket that holds them; None
-        for bitsandbytes. Above the largest bucket (prompt chunks), the DEQUANTIZE (whole or
-        sliced) that won there, if one did: the same algorithm as bitsandbytes' for many rows,
-        with a faster dequantization."""
+        for bitsandbytes. Above the largest bucket (prompt chunks), DEQUANTIZE if it won there:
+        the same algorithm as bitsandbytes' for many rows, with the faster dequantization."""
         config = None
         for bucket, config in self.triton.items():
             if rows <= bucket:
                 return config
-        return config if config is not None and config.dequantizes else None
+        return DEQUANTIZE if config is not None and config.dequantizes else None
 
     def bitsandbytes(self, x: torch.Tensor) -> torch.Tensor:
         """The product through bitsandbytes: its GEMV for one row, dequantize + matmul above."""
@@ -376,8 +334,6 @@ class NF4Linear:
         config = config or default_config(m, n, k, self.qblock)
         if config is None:
             raise ValueError(f"no tiling for {m}x{k} @ {n}x{k}")
-        if config.dequantizes and config.block_n:
-            return self._sliced(x, config.block_n)
         if config.dequantizes:
             return x @ self.dequantize(x.dtype).t()
         if n % config.block_n or config.block_k % self.qblock:
@@ -396,32 +352,15 @@ class NF4Linear:
                 num_warps=config.num_warps, num_stages=config.num_stages)
         return y
 
-    def _sliced(self, x: torch.Tensor, rows: int) -> torch.Tensor:
-        """x @ Wᵀ a slice of `rows` rows of W at a time, each dequantized into the scratch buffer
-        and multiplied at once (Wᵀ's slices give contiguous row blocks of yᵀ)."""
+    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        """The whole weight (N, K) in `dtype`."""
         n, k = self.out_features, self.in_features
-        buffer = scratch(x.device, x.dtype)
-        if rows * k > buffer.numel() or n % rows:
-            raise ValueError(f"slices of {rows}x{k} do not fit the scratch buffer or the weight")
-        y_t = torch.empty((n, x.shape[0]), dtype=x.dtype, device=x.device)
-        for row0 in range(0, n, rows):
-            w = self.dequantize(x.dtype, row0, rows, out=buffer[:rows * k].view(rows, k))
-            torch.mm(w, x.t(), out=y_t[row0:row0 + rows])
-        return y_t.t().contiguous()
-
-    def dequantize(self, dtype: torch.dtype, row0: int = 0, rows: int | None = None,
-                   out: torch.Tensor | None = None) -> torch.Tensor:
-        """Rows row0 … row0 + rows of the weight (all of it by default) in `dtype`, into `out`
-        when given."""
-        n, k = self.out_features, self.in_features
-        rows = n - row0 if rows is None else rows
-        if out is None:
-            out = torch.empty((rows, k), dtype=dtype, device=self.packed.device)
+        out = torch.empty((n, k), dtype=dtype, device=self.packed.device)
         asm = self.dequant_asm if dtype == torch.bfloat16 else ""
         groups = next(g for g in (4, 2, 1) if (k // self.qblock) % g == 0)
-        block_n = _largest_dividing(rows, (16, 8, 4, 2, 1))
-        _dequant_kernel[(rows // block_n, k // (groups * self.qblock))](
-            self.packed, *self._args()[1:], out.view(torch.int32) if asm else out, k, row0,
+        block_n = _largest_dividing(n, (16, 8, 4, 2, 1))
+        _dequant_kernel[(n // block_n, k // (groups * self.qblock))](
+            self.packed, *self._args()[1:], out.view(torch.int32) if asm else out, k,
             BLOCK_N=block_n, BLOCK_K=groups * self.qblock, QBLOCK=self.qblock,
             NESTED=self.nested, BLOCKSIZE2=self.blocksize2, ASM=asm)
         return out

@@ -20,15 +20,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from .nf4 import (
-    DEQUANTIZE,
-    GEMV_MAX_ROWS,
-    SLICE_SIZES,
-    Config,
-    NF4Linear,
-    gemv_config,
-    sliced_config,
-)
+from .nf4 import DEQUANTIZE, GEMV_MAX_ROWS, Config, NF4Linear, gemv_config
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +32,14 @@ ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 def candidates(m: int, n: int, k: int, qblock: int) -> list[Config]:
     """What is worth timing for `m` rows: GEMV tilings up to two rows (a few around the rule's),
-    DEQUANTIZE from two, whole and in slices that stay in the L2 cache."""
+    DEQUANTIZE from two."""
     options: list[Config | None] = []
     if m <= GEMV_MAX_ROWS:
         options += [gemv_config(n, k, qblock)] + [
             Config(block_n, groups * qblock, 0, num_warps=warps, num_stages=2)
             for block_n, groups, warps in ((4, 8, 2), (4, 16, 4), (2, 16, 2), (8, 8, 4))]
     if m >= 2:
-        options += [DEQUANTIZE] + [sliced_config(n, k, size) for size in SLICE_SIZES]
+        options.append(DEQUANTIZE)
     unique = []
     for option in options:
         if option is None or option in unique:

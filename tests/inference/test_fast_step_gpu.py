@@ -2,8 +2,8 @@
 
 - the NF4 linears (bitsandbytes, single and fused) and our NF4 products (the GEMV, the
   dequantization in both lookups) against x @ dequantized(W)ᵀ, with and without double
-  quantization, for row counts on both sides of every kernel switch, the product in slices of
-  rows; the start-up choice of kernel per batch bucket (kernels/nf4_choice.py);
+  quantization, for row counts on both sides of every kernel switch; the start-up choice of kernel
+  per batch bucket (kernels/nf4_choice.py);
 - paged attention against SDPA over gathered keys, for decode rows and for a prompt chunk behind a
   cached prefix, whole and split in parts, on scattered blocks;
 - one decode step replayed from a CUDA graph against the same step run eagerly, for batch sizes
@@ -84,25 +84,6 @@ def test_the_gemv_takes_blocks_in_groups_with_a_partial_last(nested):
             got = linear.matmul(x, Config(block_n, 64 * groups, 0, num_warps=warps)).float()
             torch.testing.assert_close(got, expected, atol=2e-2 * expected.abs().max().item(),
                                        rtol=0)
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_the_sliced_product_matches_the_dequantized_weight(dtype):
-    from inference.kernels.nf4 import Config, NF4Linear, sliced_config
-
-    torch.manual_seed(13)
-    parts = [nf4_module(n, 640, True) for n in (64, 32, 32)]
-    fused = NF4Linear.fused(parts)
-    weight = dequantized(parts)
-    assert sliced_config(19456, 2560) == Config(4864, 0, -1)  # gate/up: 4 slices of 24 MB
-    for rows in (5, 70):
-        x = torch.randn(rows, 640, device=CUDA, dtype=dtype)
-        expected = x.float() @ weight.t()
-        for slice_rows in (16, 32, 64):
-            got = fused.matmul(x, Config(slice_rows, 0, -1))
-            assert got.shape == expected.shape and got.is_contiguous()
-            torch.testing.assert_close(got.float(), expected,
-                                       atol=2e-2 * expected.abs().max().item(), rtol=0)
 
 
 def test_each_batch_bucket_takes_the_measured_kernel():
