@@ -131,7 +131,7 @@ async def long_prompt(client, tokenizer) -> dict:
     text = text_of(tokenizer, 32_700, seed=1)
     idle = await stream_chat(client, [{"role": "user", "content": text}], 8, 0)
     short = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
-    done = asyncio.Event()  # the streams run until the long prompt's first token, and 0.5 s on
+    done = asyncio.Event()  # the streams run until the long prompt's reply ends, and 0.5 s on
     async with own_clients(16) as users:
         streams = [asyncio.create_task(stream_chat(user, short, 20_000, i, until=done))
                    for i, user in enumerate(users)]

@@ -111,14 +111,15 @@ class FastStep:
             else:
                 splits = parts or prompt_parts(len(tile_seq), self.fast.kv_heads, self.sms,
                                                max(context[i] for i in group))
-            specs.append((len(arrays), block_q, len(tile_seq), splits, sum(lens)))
+            specs.append((len(arrays), block_q, len(tile_seq), splits,
+                          int(q_start[group.start]), sum(lens)))
             arrays.extend(np.asarray(f) for f in fields)
         views = self._send(arrays)
         launches = []
-        for first, block_q, num_tiles, splits, tokens in specs:
+        for first, block_q, num_tiles, splits, first_token, tokens in specs:
             v = views[first:first + 7]
             launches.append((AttentionTiles(v[0], v[1], v[2], v[3], v[4], v[5], v[6], block_q,
-                                            splits, first_token=decodes, tokens=tokens),
+                                            splits, first_token=first_token, tokens=tokens),
                              num_tiles))
         return self.fast.forward(views[0], views[1], views[2], launches, self.kv_cache,
                                  self.block_size)
@@ -147,10 +148,11 @@ class FastStep:
     def warm_up(self, max_decodes: int) -> None:
         """Compile the eager step's kernels now rather than in the middle of serving (where each
         took 0.3-0.45 s on an H200, stalling every stream): one prompt chunk of a block's worth of
-        tokens in every number of context splits, then decode rows in every number of context splits a step of 1 to `max_decodes`
-        of them takes, all written into the scratch block (owned by no sequence). A captured
-        graph's launches do not count: Triton compiles a variant per pointer alignment, and
-        the graphs' block tables are not 16-byte aligned as the eager step's are."""
+        tokens in every number of context splits, then decode rows in every number of context
+        splits a step of 1 to `max_decodes` of them takes, all written into the scratch block
+        (owned by no sequence). A captured graph's launches do not count: Triton compiles a
+        variant per pointer alignment, and the graphs' block tables are not 16-byte aligned as
+        the eager step's are."""
         n, block = self.block_size, self.scratch_block
         slots = list(range(block * n, block * n + n))
         for parts in (1, 2, 4, 8, 16):  # every split count prompt_parts gives

@@ -7,8 +7,9 @@ quantization (the default checkpoint's) the scales are themselves 8-bit codes in
 scaled per 256 scales by `state2.absmax`, plus `offset`.
 
 `NF4Linear.__call__` multiplies through bitsandbytes, except for the row counts (decode batch
-buckets) where the start-up measurement (kernels/nf4_choice.py) found one of ours faster on this
-GPU and recorded it in `triton`:
+buckets, and prompt chunks above the largest where DEQUANTIZE won it) where the start-up
+measurement (kernels/nf4_choice.py) found one of ours faster on this GPU and recorded it in
+`triton`:
 - `_gemv_kernel` for one row (two rows run it twice): each program computes BLOCK_N outputs,
   reading its rows' packed bytes with coalesced loads and summing element-wise until the end (no
   cross-thread reduction in the loop);
@@ -143,18 +144,14 @@ def _dequant_kernel(w_ptr, absmax_ptr, code_ptr, code2_ptr, absmax2_ptr, offset,
         byte = (k0 // 2 + tl.arange(0, GROUPS * HALF))
         rows = rn[:, None].to(tl.int64) * (K // 2)
         packed = tl.load(w_ptr + rows + byte[None, :])
-        idx = rn[:, None].to(tl.int64) * (K // QBLOCK) + (k0 // QBLOCK + tl.arange(0, GROUPS))[None, :]
+        blocks = k0 // QBLOCK + tl.arange(0, GROUPS)
+        idx = rn[:, None].to(tl.int64) * (K // QBLOCK) + blocks[None, :]
         scale = _scales(absmax_ptr, code2_ptr, absmax2_ptr, offset, idx, NESTED, BLOCKSIZE2)
         scale = tl.reshape(tl.broadcast_to(scale[:, :, None], (BLOCK_N, GROUPS, HALF)),
                            (BLOCK_N, GROUPS * HALF))
         pairs = tl.inline_asm_elementwise(ASM, "=r,=r,=r,=r,r,r,r,r,r", [packed, scale],
                                           dtype=tl.int32, is_pure=True, pack=4)
         tl.store(out_ptr + rows + byte[None, :], pairs)
-
-
-def dot_precision(dtype: torch.dtype) -> str:
-    """float32 inputs are multiplied in full precision (not TF32): the CPU path's numbers."""
-    return "ieee" if dtype == torch.float32 else "tf32"
 
 
 def _nf4_state(module: torch.nn.Module):
@@ -191,6 +188,13 @@ class Config:
 
 DEQUANTIZE = Config(0, 0, -1)  # the bfloat16 weight from _dequant_kernel, then cuBLAS
 GEMV_MAX_ROWS = 2  # above this, DEQUANTIZE
+
+
+def _packs(tile_bytes: int, num_warps: int) -> bool:
+    """Whether a tile of `tile_bytes` gives each thread a multiple of four bytes, as the PTX
+    lookup (four bytes a call) needs: Triton aborts the process on a tile that does not."""
+    per_thread, rest = divmod(tile_bytes, 32 * num_warps)
+    return not rest and per_thread % 4 == 0
 
 
 def _largest_dividing(k: int, options: tuple[int, ...]) -> int:
@@ -235,7 +239,8 @@ class NF4Linear:
         self.packed = module.weight.data.view(torch.uint8).reshape(-1)
         self.code = state.code.float().contiguous()
         self.pairs = pair_table(state.code)
-        self.asm, self.dequant_asm = lookup_asm(state.code, "pair"), lookup_asm(state.code, "dequant")
+        self.asm = lookup_asm(state.code, "pair")
+        self.dequant_asm = lookup_asm(state.code, "dequant")
         self.nested = bool(state.nested)
         if self.nested:
             self.absmax = state.absmax.contiguous()  # uint8 codes
@@ -304,8 +309,9 @@ class NF4Linear:
         return (self.packed, self.absmax, self.code, self.code2, self.absmax2, self.offset)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x (M, K) in the compute dtype -> (M, N): the Triton kernel measured faster for M's row
-        bucket, bitsandbytes' kernels otherwise (captured in the graphs either way)."""
+        """x (M, K) in the compute dtype -> (M, N): our product where the start-up measurement
+        chose it for M (`triton_config`), bitsandbytes' kernels otherwise (captured in the graphs
+        either way)."""
         config = self.triton_config(x.shape[0]) if self.bias is None else None
         if config is not None:
             return self.matmul(x, config)
@@ -343,12 +349,14 @@ class NF4Linear:
             raise ValueError(f"{config}: the GEMV reads a power of two of blocks per iteration")
         y = torch.empty((m, n), dtype=x.dtype, device=x.device)
         pairs = x.dtype == torch.bfloat16  # two inputs as one int32
+        # the PTX takes four bytes a call: a tile with fewer than four a thread takes the table
+        asm = self.asm if _packs(config.block_n * config.block_k // 2, config.num_warps) else ""
         for row in range(m):
             xs = x[row].view(torch.int32) if pairs else x[row]
             _gemv_kernel[(n // config.block_n,)](
                 xs, self.packed, self.pairs, self.absmax, self.code2, self.absmax2, self.offset,
                 y[row], k, k // 2, BLOCK_N=config.block_n, GROUPS=groups, QBLOCK=self.qblock,
-                NESTED=self.nested, BLOCKSIZE2=self.blocksize2, X_PAIRS=pairs, ASM=self.asm,
+                NESTED=self.nested, BLOCKSIZE2=self.blocksize2, X_PAIRS=pairs, ASM=asm,
                 num_warps=config.num_warps, num_stages=config.num_stages)
         return y
 
@@ -356,9 +364,10 @@ class NF4Linear:
         """The whole weight (N, K) in `dtype`."""
         n, k = self.out_features, self.in_features
         out = torch.empty((n, k), dtype=dtype, device=self.packed.device)
-        asm = self.dequant_asm if dtype == torch.bfloat16 else ""
         groups = next(g for g in (4, 2, 1) if (k // self.qblock) % g == 0)
         block_n = _largest_dividing(n, (16, 8, 4, 2, 1))
+        fits = _packs(block_n * groups * self.qblock // 2, 4)  # num_warps: Triton's default
+        asm = self.dequant_asm if dtype == torch.bfloat16 and fits else ""
         _dequant_kernel[(n // block_n, k // (groups * self.qblock))](
             self.packed, *self._args()[1:], out.view(torch.int32) if asm else out, k,
             BLOCK_N=block_n, BLOCK_K=groups * self.qblock, QBLOCK=self.qblock,

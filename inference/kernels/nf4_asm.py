@@ -85,9 +85,13 @@ def dequant_asm(code: tuple[float, ...]) -> str:
 
 
 def lookup_asm(code: torch.Tensor, kind: str = "pair") -> str:
-    """The PTX for `code` (16 values), or "" where it cannot run (Triton's interpreter, a GPU
-    that is not NVIDIA's)."""
+    """The PTX for `code` (16 values, on the device that will run it), or "" where it cannot run:
+    Triton's interpreter, a GPU that is not NVIDIA's, and for `dequant` (its bfloat16 pair
+    conversion) one older than compute capability 8.0."""
     if os.environ.get("TRITON_INTERPRET") == "1" or torch.version.hip is not None:
+        return ""
+    if kind == "dequant" and code.is_cuda and (
+            torch.cuda.get_device_capability(code.device) < (8, 0)):
         return ""
     values = tuple(float(v) for v in code.float().cpu())
     if len(values) != 16:

@@ -4,9 +4,9 @@ A decode step multiplies one row per sequence by every NF4 weight. Whether bitsa
 (its GEMV for one row; dequantize-then-matmul above) or ours (`_gemv_kernel` for one or two rows,
 DEQUANTIZE, our dequantization then cuBLAS, for more) are faster depends on the GPU, the shape
 and the number of rows. So before the CUDA graphs are captured, `choose_kernels` times them on the
-model's own linears, grouped by shape, for each row bucket up to the largest decode batch: each candidate
-is captured in a CUDA graph that calls it on every linear of the group in turn (so weights come
-from memory, not the L2 cache, as in a real step) and replayed. A Triton tiling must first match
+model's own linears, grouped by shape, for each row bucket up to the largest decode batch: each
+candidate is captured in a CUDA graph that calls it on every linear of the group in turn (so
+weights come from memory, not the L2 cache, as in a real step) and replayed. A Triton tiling must first match
 bitsandbytes' result on a random input; it is chosen only when it is faster by a margin, and then
 recorded in `NF4Linear.triton` for that bucket (None: bitsandbytes). Rows above the largest
 bucket (prompt chunks) take DEQUANTIZE where the largest bucket did, else bitsandbytes. The

@@ -21,11 +21,14 @@ import torch
 import triton
 import triton.language as tl
 
-from .nf4 import dot_precision
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """float32 inputs are multiplied in full precision (not TF32): the CPU path's numbers."""
+    return "ieee" if dtype == torch.float32 else "tf32"
 
 
-@triton.jit
-def _attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, part_acc, part_m, part_l,
+@triton.jit(do_not_specialize=["part_base"])
+def _attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, part_acc, part_m, part_l, part_base,
                       tile_seq_ptr, tile_q0_ptr, q_start_ptr, q_len_ptr, ctx_ptr, table_ptr,
                       table_stride_ptr, scale,
                       HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUP: tl.constexpr,
@@ -86,7 +89,9 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, part_acc, part_m, part_l,
         tl.store(out_ptr + q_index[:, None] * D + d[None, :], out.to(out_ptr.dtype.element_ty),
                  mask=row_ok[:, None])
     else:
-        part_index = q_index * PARTS + part  # (query token, head, part)
+        # (query token, head, part), counted from the launch's first token (part_base = its
+        # index × HEADS): the partial buffers hold only this launch's tokens
+        part_index = (q_index - part_base) * PARTS + part
         tl.store(part_acc + part_index[:, None] * D + d[None, :], acc, mask=row_ok[:, None])
         tl.store(part_m + part_index, m_i, mask=row_ok)
         tl.store(part_l + part_index, l_i, mask=row_ok)
@@ -95,9 +100,9 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, out_ptr, part_acc, part_m, part_l,
 @triton.jit(do_not_specialize=["first"])
 def _merge_kernel(part_acc, part_m, part_l, out_ptr, first, D: tl.constexpr,
                   PARTS: tl.constexpr):
-    """Combine the parts of one (token, head), `first` being the launch's first (token × heads):
-    softmax-weighted by each part's running maximum."""
-    index = tl.program_id(0).to(tl.int64) + first
+    """Combine the parts of one (token, head) of a launch, softmax-weighted by each part's running
+    maximum; `first` is the launch's first token × heads, where its outputs start."""
+    index = tl.program_id(0).to(tl.int64)
     parts = tl.arange(0, PARTS)
     m = tl.load(part_m + index * PARTS + parts)
     top = tl.max(m, axis=0)
@@ -106,7 +111,7 @@ def _merge_kernel(part_acc, part_m, part_l, out_ptr, first, D: tl.constexpr,
     d = tl.arange(0, D)
     acc = tl.load(part_acc + (index * PARTS + parts)[:, None] * D + d[None, :])
     out = tl.sum(acc * weight[:, None], axis=0) / tl.where(total == 0.0, 1.0, total)
-    tl.store(out_ptr + index * D + d, out.to(out_ptr.dtype.element_ty))
+    tl.store(out_ptr + (index + first) * D + d, out.to(out_ptr.dtype.element_ty))
 
 
 @dataclass
@@ -123,8 +128,8 @@ class AttentionTiles:
     table_stride: torch.Tensor  # (1,) int32, read by the kernel
     block_q: int
     parts: int = 1
-    # With parts: the step's tokens the launch covers (its tiles' queries), to merge. Decode
-    # tiles need no range: they are the step's first tokens, one a tile.
+    # With parts: the step's tokens the launch covers (its tiles' queries), to merge. 0 tokens:
+    # the step's first `num_tiles` tokens, one a tile (decode tiles, as the graphs give them).
     first_token: int = 0
     tokens: int = 0
 
@@ -173,20 +178,21 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     parts = tiles.parts
     if parts > 1 and tiles.block_q != 1 and not tiles.tokens:
         raise ValueError("prompt tiles split in parts need the tokens they cover")
-    if parts > 1:
-        part_acc = torch.empty((tokens * heads * parts, dim), dtype=torch.float32, device=q.device)
-        part_m = torch.empty(tokens * heads * parts, dtype=torch.float32, device=q.device)
+    first, count = (tiles.first_token, tiles.tokens) if tiles.tokens else (0, num_tiles)
+    if parts > 1:  # partials of this launch's tokens only
+        part_acc = torch.empty((count * heads * parts, dim), dtype=torch.float32, device=q.device)
+        part_m = torch.empty(count * heads * parts, dtype=torch.float32, device=q.device)
         part_l = torch.empty_like(part_m)
     else:
         part_acc = part_m = part_l = out  # unread
     _attention_kernel[(num_tiles, kv_heads, parts)](
-        q, k_cache, v_cache, out, part_acc, part_m, part_l, tiles.tile_seq, tiles.tile_q0,
+        q, k_cache, v_cache, out, part_acc, part_m, part_l, first * heads, tiles.tile_seq,
+        tiles.tile_q0,
         tiles.q_start, tiles.q_len, tiles.context, tiles.block_tables, tiles.table_stride, scale,
         HEADS=heads, KV_HEADS=kv_heads, GROUP=group, D=dim, BLOCK=block_size,
         BLOCK_Q=tiles.block_q, ROWS=rows, TILE_T=tile_t, PARTS=parts,
         PRECISION=dot_precision(q.dtype), num_warps=8 if rows >= 128 else 4)
-    if parts > 1:  # decode tiles: one token each, the step's first `num_tiles` tokens
-        first, count = (0, num_tiles) if tiles.block_q == 1 else (tiles.first_token, tiles.tokens)
+    if parts > 1:
         _merge_kernel[(count * heads,)](part_acc, part_m, part_l, out, first * heads, D=dim,
                                         PARTS=parts)
     return out

@@ -5,7 +5,8 @@
   quantization, for row counts on both sides of every kernel switch; the start-up choice of kernel
   per batch bucket (kernels/nf4_choice.py);
 - paged attention against SDPA over gathered keys, for decode rows and for a prompt chunk behind a
-  cached prefix, whole and split in parts, on scattered blocks;
+  cached prefix, whole and split in parts, on scattered blocks; a mixed step (decodes, then two
+  prompt chunks) with its prompt tiles split against the same step whole;
 - one decode step replayed from a CUDA graph against the same step run eagerly, for batch sizes
   between the captured buckets (the graph pads them); likewise a lone prompt chunk, with and
   without a cached prefix;
@@ -77,13 +78,16 @@ def test_the_gemv_takes_blocks_in_groups_with_a_partial_last(nested):
     module = nf4_module(128, 640, nested)  # 10 quantization blocks a row
     linear = NF4Linear(module)
     weight = dequantized([module])
-    for rows in (1, 2):
-        x = torch.randn(rows, 640, device=CUDA, dtype=torch.bfloat16)
-        expected = x.float() @ weight.t()
-        for block_n, groups, warps in ((4, 8, 2), (4, 16, 4), (2, 4, 1)):
-            got = linear.matmul(x, Config(block_n, 64 * groups, 0, num_warps=warps)).float()
-            torch.testing.assert_close(got, expected, atol=2e-2 * expected.abs().max().item(),
-                                       rtol=0)
+    assert linear.asm  # the register lookup; "" (below) the table gather, as off NVIDIA
+    for asm in (linear.asm, ""):
+        linear.asm = asm
+        for rows in (1, 2):
+            x = torch.randn(rows, 640, device=CUDA, dtype=torch.bfloat16)
+            expected = x.float() @ weight.t()
+            for block_n, groups, warps in ((4, 8, 2), (4, 16, 4), (2, 4, 1)):
+                got = linear.matmul(x, Config(block_n, 64 * groups, 0, num_warps=warps)).float()
+                torch.testing.assert_close(got, expected,
+                                           atol=2e-2 * expected.abs().max().item(), rtol=0)
 
 
 def test_each_batch_bucket_takes_the_measured_kernel():
@@ -279,6 +283,37 @@ def test_a_lone_prompt_chunk_replays_from_a_graph_like_eager(graphed, tokens, ca
     assert sampled == [seq] and replayed.shape == eager.shape == (1, eager.shape[1])
     assert_same_choice(replayed, eager, 1e-2 * eager.abs().max().item())
     graphed.blocks.release(seq)
+
+
+def test_a_mixed_step_with_split_prompt_tiles_matches_it_whole(graphed):
+    from inference.detokenizer import IncrementalDetokenizer
+    from inference.kernels.paged_attention import prompt_parts
+    from inference.sequence import Sequence
+    from inference.step_inputs import flatten_step
+    from inference.types import SamplingParams
+
+    # the rule: few tiles over a long context split, up to 16 parts of at least 4,096 keys
+    assert prompt_parts(1, 8, 132, 262_144) == 16 and prompt_parts(16, 8, 132, 32_768) == 4
+    assert prompt_parts(64, 8, 132, 32_768) == 1 and prompt_parts(16, 8, 132, 4_096) == 1
+    fast = graphed.runner.fast_step
+    decodes = graphed.sequences(2)
+    prompts = []
+    for n in (40, 70):  # two chunks after the decodes: one launch, merged over both
+        ids = torch.randint(1000, 100_000, (n,), generator=torch.Generator().manual_seed(n))
+        seq = Sequence(f"p{n}", ids.tolist(), SamplingParams(max_tokens=4, temperature=0), set(),
+                       IncrementalDetokenizer(graphed.loaded.tokenizer), lambda chunk: None)
+        graphed.blocks.allocate(seq, n)
+        prompts.append(seq)
+    step = flatten_step([(s, 1) for s in decodes] + [(p, len(p.token_ids)) for p in prompts],
+                        fast.block_size)
+    hidden = {parts: fast._eager(step.ids, step.positions, step.slots, step.q_len, step.context,
+                                 step.tables, 2, parts).float()
+              for parts in (1, 4, 16)}
+    for parts in (4, 16):
+        torch.testing.assert_close(hidden[parts], hidden[1],
+                                   atol=2e-2 * hidden[1].abs().max().item(), rtol=0)
+    for s in decodes + prompts:
+        graphed.blocks.release(s)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])  # float16: what a T4 runs
