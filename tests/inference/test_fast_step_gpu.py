@@ -167,7 +167,8 @@ def test_paged_attention_matches_sdpa(parts):
             torch.tensor(starts, **i32), torch.tensor(lens, **i32),
             torch.tensor([contexts[i] for i in seqs], **i32),
             torch.stack([flat.view(len(tables), width)[i] for i in seqs]).flatten().contiguous(),
-            torch.tensor([width], **i32), block_q, parts, first_token=3, tokens=sum(lens))
+            torch.tensor([width], **i32), block_q, parts, first_token=starts[0],
+            tokens=sum(lens))
         paged_attention(q, k_cache, v_cache, tiles, len(tile_seq), block, 0.125, out=out)
     start = 0
     for table, ctx, n in zip(tables, contexts, q_lens, strict=True):
