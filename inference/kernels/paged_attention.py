@@ -169,7 +169,7 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
                     tiles: AttentionTiles, num_tiles: int, block_size: int, scale: float,
                     out: torch.Tensor | None = None) -> torch.Tensor:
     """Attention output (T, heads, D) for queries q (T, heads, D) over caches (slots, kv, D)."""
-    tokens, heads, dim = q.shape
+    _, heads, dim = q.shape
     kv_heads = k_cache.shape[1]
     group = heads // kv_heads
     out = torch.empty_like(q) if out is None else out
@@ -187,8 +187,8 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
         part_acc = part_m = part_l = out  # unread
     _attention_kernel[(num_tiles, kv_heads, parts)](
         q, k_cache, v_cache, out, part_acc, part_m, part_l, first * heads, tiles.tile_seq,
-        tiles.tile_q0,
-        tiles.q_start, tiles.q_len, tiles.context, tiles.block_tables, tiles.table_stride, scale,
+        tiles.tile_q0, tiles.q_start, tiles.q_len, tiles.context, tiles.block_tables,
+        tiles.table_stride, scale,
         HEADS=heads, KV_HEADS=kv_heads, GROUP=group, D=dim, BLOCK=block_size,
         BLOCK_Q=tiles.block_q, ROWS=rows, TILE_T=tile_t, PARTS=parts,
         PRECISION=dot_precision(q.dtype), num_warps=8 if rows >= 128 else 4)
