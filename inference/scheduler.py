@@ -114,6 +114,9 @@ class Scheduler:
         # CPU steps of a real model are routinely slow: only GPU steps are worth a log line.
         self.slow_step_s: float | None = SLOW_STEP_S if runner.device.type == "cuda" else None
         self._slow_logged_at = -math.inf
+        # Steps since the last one that read results back: on a GPU a step that samples nothing
+        # does not wait for the device, so the next one that does waits for them too.
+        self._queued_steps = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -226,7 +229,8 @@ class Scheduler:
             for seq, _ in scheduled:
                 self._end(seq, "error", f"{type(exc).__name__}: {exc}")
             return
-        self._log_if_slow(scheduled, time.perf_counter() - start)
+        self._log_if_slow(scheduled, time.perf_counter() - start, self._queued_steps)
+        self._queued_steps = 0 if sampled_seqs else self._queued_steps + 1
         for seq, n in scheduled:
             seq.num_computed += n
             self.blocks.commit(seq)
@@ -246,18 +250,22 @@ class Scheduler:
             if seq.finished:
                 self._end(seq)
 
-    def _log_if_slow(self, scheduled: list[tuple[Sequence, int]], seconds: float) -> None:
+    def _log_if_slow(self, scheduled: list[tuple[Sequence, int]], seconds: float,
+                     queued: int = 0) -> None:
         """One line for a step over `slow_step_s` (a stall in the streams' tokens), saying what it
-        held, so that a stall seen by clients can be traced to a step in the server log."""
+        held, so that a stall seen by clients can be traced to a step in the server log, and how
+        many earlier steps it waited for (`queued`: steps that sampled nothing, so returned before
+        the device ran them: the last chunk of a prompt prefilled alone carries the others)."""
         now = time.monotonic()
         if self.slow_step_s is None or seconds < self.slow_step_s or now - self._slow_logged_at < 1:
             return
         self._slow_logged_at = now
         chunks = [(seq, n) for seq, n in scheduled if n > 1]  # the rest: one token each
         logger.info("Slow step: %.0f ms for %d decodes and %d prompt tokens in %d chunks "
-                    "(longest context %d tokens)", seconds * 1000, len(scheduled) - len(chunks),
+                    "(longest context %d tokens)%s", seconds * 1000, len(scheduled) - len(chunks),
                     sum(n for _, n in chunks), len(chunks),
-                    max(seq.num_computed + n for seq, n in scheduled))
+                    max(seq.num_computed + n for seq, n in scheduled),
+                    f", waiting for {queued} earlier steps queued on the device" if queued else "")
 
     # -- deciding a step ----------------------------------------------------------------------
     def schedule(self) -> list[tuple[Sequence, int]]:

@@ -147,6 +147,11 @@ def test_a_slow_step_is_logged_with_what_it_held_at_most_once_a_second(builtin_t
         scheduler._log_if_slow(step, 0.05)  # fast: nothing
         scheduler._log_if_slow(step, 0.31)
         scheduler._log_if_slow(step, 0.5)  # within the second: not again
+        scheduler._slow_logged_at -= 1
+        scheduler._log_if_slow(step, 0.46, queued=15)  # the last of a prefill's chunks
     lines = [r.getMessage() for r in caplog.records if r.name == "inference.scheduler"]
     assert lines == ["Slow step: 310 ms for 2 decodes and 63 prompt tokens in 1 chunks "
-                     "(longest context 463 tokens)"]
+                     "(longest context 463 tokens)",
+                     "Slow step: 460 ms for 2 decodes and 63 prompt tokens in 1 chunks "
+                     "(longest context 463 tokens), waiting for 15 earlier steps queued on the "
+                     "device"]
