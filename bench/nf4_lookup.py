@@ -17,7 +17,7 @@ lookup done each of these ways, on Qwen3-4B's four fused shapes, weights larger 
 Two kernel families: the CUDA-core GEMV (`gemv`, one row) and a tensor-core kernel (`tc`, rows
 padded to 16 or more) whose weights are scaled in the tile and multiplied in two dots (even and
 odd columns). Each variant is checked against the dequantized weight before it is timed
-(`none` excepted). `--ncu NAME` runs one variant once, for Nsight Compute.
+(`none` excepted). `--ncu NAME` runs one variant four times on one shape, for Nsight Compute.
 
     python bench/nf4_lookup.py --out bench/results/nf4-lookup-h200.json
 """
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_nf4_matmul import L2_BYTES, SHAPES, make_modules  # noqa: E402
 from inference.kernels.nf4 import NF4Linear  # noqa: E402
-from inference.kernels.nf4_asm import _lookup_two_bytes, _table_words, lookup_asm  # noqa: E402
+from inference.kernels.nf4_asm import _program, lookup_asm  # noqa: E402
 from inference.kernels.nf4_choice import graph_time_us  # noqa: E402
 
 GATHER, NIBBLE, ASM, NONE, ASM_BF16 = 0, 1, 2, 3, 4
@@ -47,17 +47,13 @@ LOOKUPS = {"gather": GATHER, "nibble": NIBBLE, "asm": ASM, "none": NONE, "asm_bf
 
 def bf16_asm(code: torch.Tensor) -> str:
     """Four bytes ($4) and their four bfloat16 scales ($5, $6) -> the even weights ($0, $1) and
-    the odd ones ($2, $3), two bfloat16 to a register, scaled."""
-    low, high = _table_words(tuple(float(v) for v in code.float().cpu()))
-    body = "mov.b32 z, 0x80008000;\n"
-    for half, (even, odd, scale) in enumerate((("$0", "$2", "$5"), ("$1", "$3", "$6"))):
-        if half:
-            body += "shr.b32 w, $4, 16;\n"
-        src = "$4" if half == 0 else "w"
-        body += _lookup_two_bytes(src, low, high)
-        body += ("prmt.b32 lo, lw, hw, 0x7351; prmt.b32 hi, lw, hw, 0x6240;\n"
-                 f"fma.rn.bf16x2 {even}, lo, {scale}, z; fma.rn.bf16x2 {odd}, hi, {scale}, z;\n")
-    return "{\n.reg .b32 w, s7, m, lo, hi, ta, tb, lw, hw, e, o, z;\n" + body + "}"
+    the odd ones ($2, $3), two bfloat16 to a register, scaled (times -0.0 added: exact)."""
+    def scaled(half: int) -> str:
+        even, odd, scale = ("$0", "$2", "$5") if half == 0 else ("$1", "$3", "$6")
+        return ("prmt.b32 lo, lw, hw, 0x7351; prmt.b32 hi, lw, hw, 0x6240; mov.b32 e, 0x80008000;\n"
+                f"fma.rn.bf16x2 {even}, lo, {scale}, e; fma.rn.bf16x2 {odd}, hi, {scale}, e;\n")
+
+    return _program(tuple(float(v) for v in code.float().cpu()), scaled)
 
 
 @triton.jit
