@@ -31,6 +31,7 @@ from inference.kernels.nf4 import (  # noqa: E402
     Config,
     NF4Linear,
     default_config,
+    mma_tiles,
 )
 from inference.kernels.nf4_choice import graph_time_us  # noqa: E402
 
@@ -64,7 +65,26 @@ def dequantized(modules) -> torch.Tensor:
     return torch.cat([bf.dequantize_4bit(m.weight.data, m.weight.quant_state) for m in modules])
 
 
-def alternatives(m: int, n: int, k: int) -> list[Config]:
+def mma_configs(m: int, n: int, k: int) -> list[Config]:
+    """The tensor-core kernel's tilings for m rows: tiles of 32-128 weight rows, 1-8 shares of
+    the quantization blocks, 1-2 blocks per iteration (4 warps, 3 stages; `refine` varies those
+    around the best)."""
+    block_ms = [16] if m <= 16 else [32] if m <= 32 else [64, 32] if m <= 64 else [64, 128]
+    options = [Config(block_n, 64 * groups, block_m, 4, 3, split)
+               for block_m in block_ms for block_n in (32, 64, 128)
+               for split in (1, 2, 4, 8) for groups in (1, 2)]
+    return [c for c in options if mma_tiles(c, n, k, 64)]
+
+
+def refine(config: Config) -> list[Config]:
+    return [Config(config.block_n, config.block_k, config.block_m, warps, stages, config.split_k)
+            for warps in (2, 4, 8) for stages in (2, 3, 4)
+            if (warps, stages) != (config.num_warps, config.num_stages)]
+
+
+def alternatives(m: int, n: int, k: int, kinds: str) -> list[Config]:
+    if kinds == "mma":
+        return mma_configs(m, n, k)
     if m > 2:
         return [DEQUANTIZE]
     options = []  # the GEMV: rows per program, quantization blocks per iteration, warps, stages
@@ -79,7 +99,7 @@ def alternatives(m: int, n: int, k: int) -> list[Config]:
 
 
 def measure(m: int, n: int, k: int, parts: int, sets, fused, weight, bf16_weights,
-            sweep: bool) -> dict:
+            sweep: str) -> dict:
     import bitsandbytes as bnb
 
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
@@ -100,22 +120,36 @@ def measure(m: int, n: int, k: int, parts: int, sets, fused, weight, bf16_weight
         [lambda mod=mod: bnb_call(mod) for s in sets for mod in s]) * parts, 2)
     row["bf16_us"] = round(graph_time_us([lambda w=w: x @ w.t() for w in bf16_weights]), 2)
     row["triton_GBps"] = round(n * k / 2 / row["triton_us"] / 1000, 1)
-    if sweep:
-        best = None
-        for config in alternatives(m, n, k):
-            try:
-                us = graph_time_us([lambda f=f, c=config: f.matmul(x, c) for f in fused], 3)
-            except Exception as exc:  # a tile that does not compile for this shape
-                row.setdefault("failed", []).append(f"{config}: {type(exc).__name__}")
-                continue
-            if best is None or us < best[0]:
-                best = (us, config)
-        if best:
-            row["best_alternative"] = {"config": str(best[1]), "us": round(best[0], 2)}
+    if sweep != "none":
+        timed: dict[Config, float] = {}
+
+        def time_all(configs: list[Config]) -> None:
+            for config in configs:
+                if config in timed:
+                    continue
+                try:
+                    if config.tensor_cores and error(fused[0].matmul(x, config)) > 2e-2:
+                        row.setdefault("wrong", []).append(str(config))
+                        continue
+                    timed[config] = graph_time_us(
+                        [lambda f=f, c=config: f.matmul(x, c) for f in fused], 3)
+                except Exception as exc:  # a tile that does not compile for this shape
+                    row.setdefault("failed", []).append(f"{config}: {type(exc).__name__}")
+
+        time_all(alternatives(m, n, k, sweep))
+        if sweep == "mma":
+            for config in sorted(timed, key=timed.get)[:3]:
+                time_all(refine(config))
+            row["alternatives_us"] = {str(c): round(us, 2)
+                                      for c, us in sorted(timed.items(), key=lambda i: i[1])}
+        if timed:
+            best = min(timed, key=timed.get)
+            row["best_alternative"] = {"config": str(best), "us": round(timed[best], 2),
+                                       "GBps": round(n * k / 2 / timed[best] / 1000, 1)}
     return row
 
 
-def bench_shape(name: str, outs: tuple[int, ...], k: int, sweep: bool,
+def bench_shape(name: str, outs: tuple[int, ...], k: int, sweep: str,
                 rows_measured: tuple[int, ...]) -> dict:
     n = sum(outs)
     copies = max(2, -(-4 * L2_BYTES // (n * k // 2)))
@@ -135,7 +169,10 @@ def bench_shape(name: str, outs: tuple[int, ...], k: int, sweep: bool,
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
-    parser.add_argument("--no-sweep", action="store_true", help="only the engine's rule")
+    parser.add_argument("--sweep", choices=("none", "gemv", "mma"), default="gemv",
+                        help="alternatives timed besides the engine's rule: GEMV tilings up to "
+                             "two rows, or the tensor-core kernel's tilings (all recorded)")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated shapes")
     parser.add_argument("--rows", default=",".join(map(str, ROWS)),
                         help="comma-separated row counts (default: all)")
     args = parser.parse_args()
@@ -146,8 +183,9 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = tuple(int(r) for r in args.rows.split(","))
-    for name, (outs, k) in SHAPES.items():
-        result["shapes"][name] = bench_shape(name, outs, k, not args.no_sweep, rows)
+    for name in args.shapes.split(","):
+        outs, k = SHAPES[name]
+        result["shapes"][name] = bench_shape(name, outs, k, args.sweep, rows)
         out.write_text(json.dumps(result, indent=2))
     step = {}
     for i, m in enumerate(rows):

@@ -114,7 +114,7 @@ class ModelRunner:
                 logger.warning("Could not measure the NF4 products (%s); using bitsandbytes'",
                                exc, exc_info=True)
                 for linear in linears:
-                    linear.triton = {}
+                    linear.use_bitsandbytes()
         try:
             self._capture_and_warm_up(cuda_graphs, max_context)
             return
@@ -127,7 +127,7 @@ class ModelRunner:
                            exc_info=True)
         # Out of the handler: the failed attempt's graphs, held by its traceback, are freed first.
         for linear in linears:
-            linear.triton = {}
+            linear.use_bitsandbytes()
         self.kernel_report = {
             name: {rows: {**entry, "kernel": "bitsandbytes"} for rows, entry in by_rows.items()}
             for name, by_rows in self.kernel_report.items()}

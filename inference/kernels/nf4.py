@@ -31,22 +31,8 @@ import triton
 import triton.language as tl
 
 from .nf4_asm import lookup_asm
-
-
-@triton.jit
-def _scales(absmax_ptr, code2_ptr, absmax2_ptr, offset, idx, NESTED: tl.constexpr,
-            BLOCKSIZE2: tl.constexpr, mask=None):
-    """The fp32 scale of the quantization blocks at `idx` (unspecified where `mask` is false:
-    callers zero those products through their inputs)."""
-    if mask is None:
-        mask = idx >= 0  # every block
-    if NESTED:
-        q = tl.load(absmax_ptr + idx, mask=mask, other=0).to(tl.int32)
-        scale = tl.load(code2_ptr + q) * tl.load(absmax2_ptr + idx // BLOCKSIZE2, mask=mask,
-                                                 other=0.0) + offset
-    else:
-        scale = tl.load(absmax_ptr + idx, mask=mask, other=0.0)
-    return scale
+from .nf4_mma import _mma_kernel, _scales, _sum_shares_kernel
+from .paged_attention import dot_precision
 
 
 @triton.jit
@@ -173,21 +159,28 @@ def _expanded_absmax(state) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Config:
-    """One way to run the product: the GEMV's tiles (block_m 0), or DEQUANTIZE (block_m -1)."""
+    """One way to run the product: the GEMV's tiles (block_m 0), DEQUANTIZE (block_m -1), or
+    the tensor-core kernel's (block_m > 0; kernels/nf4_mma.py), whose programs each take
+    1/split_k of the quantization blocks. block_k: weight columns per iteration."""
 
     block_n: int
     block_k: int
     block_m: int = 0
     num_warps: int = 4
     num_stages: int = 2
+    split_k: int = 1
 
     @property
     def dequantizes(self) -> bool:
         return self.block_m < 0
 
+    @property
+    def tensor_cores(self) -> bool:
+        return self.block_m > 0
+
 
 DEQUANTIZE = Config(0, 0, -1)  # the bfloat16 weight from _dequant_kernel, then cuBLAS
-GEMV_MAX_ROWS = 2  # above this, DEQUANTIZE
+GEMV_MAX_ROWS = 2  # above this, the tensor-core kernel or DEQUANTIZE
 
 
 def _packs(tile_bytes: int, num_warps: int) -> bool:
@@ -195,6 +188,15 @@ def _packs(tile_bytes: int, num_warps: int) -> bool:
     lookup (four bytes a call) needs: Triton aborts the process on a tile that does not."""
     per_thread, rest = divmod(tile_bytes, 32 * num_warps)
     return not rest and per_thread % 4 == 0
+
+
+def mma_tiles(config: Config, n: int, k: int, qblock: int) -> bool:
+    """Whether the tensor-core kernel's tiles fit the shape: whole tiles of rows, and each
+    program's share of the quantization blocks a whole number of iterations."""
+    groups, rest = divmod(config.block_k, qblock)
+    return (config.tensor_cores and not n % config.block_n and not rest and groups >= 1
+            and config.split_k >= 1 and not k % qblock
+            and (k // qblock) % (config.split_k * groups) == 0)
 
 
 def _largest_dividing(k: int, options: tuple[int, ...]) -> int:
@@ -241,6 +243,7 @@ class NF4Linear:
         self.pairs = pair_table(state.code)
         self.asm = lookup_asm(state.code, "pair")
         self.dequant_asm = lookup_asm(state.code, "dequant")
+        self.split_asm = lookup_asm(state.code, "split")
         self.nested = bool(state.nested)
         if self.nested:
             self.absmax = state.absmax.contiguous()  # uint8 codes
@@ -258,6 +261,7 @@ class NF4Linear:
         # Row bucket -> the Triton tiling that beat bitsandbytes there (None: it did not), in
         # increasing order of rows; empty: bitsandbytes everywhere (kernels/nf4_choice.py).
         self.triton: dict[int, Config | None] = {}
+        self.above: Config | None = None  # rows above the largest bucket: DEQUANTIZE or None
         self._check()
 
     @classmethod
@@ -286,11 +290,13 @@ class NF4Linear:
         self.pairs = pair_table(states[0].code)
         self.asm = lookup_asm(states[0].code, "pair")
         self.dequant_asm = lookup_asm(states[0].code, "dequant")
+        self.split_asm = lookup_asm(states[0].code, "split")
         self.absmax = torch.cat([_expanded_absmax(s) for s in states])
         self.code2 = self.absmax2 = self.absmax  # unread
         self.nested, self.blocksize2, self.offset = False, 1, 0.0
         self.bias = None
         self.triton = {}
+        self.above = None
         from bitsandbytes.functional import QuantState
 
         self.state = QuantState(self.absmax, shape=torch.Size([self.out_features, self.in_features]),
@@ -319,13 +325,17 @@ class NF4Linear:
 
     def triton_config(self, rows: int) -> Config | None:
         """Our product for `rows` rows: that of the smallest measured bucket that holds them; None
-        for bitsandbytes. Above the largest bucket (prompt chunks), DEQUANTIZE if it won there:
-        the same algorithm as bitsandbytes' for many rows, with the faster dequantization."""
-        config = None
+        for bitsandbytes. Above the largest bucket (prompt chunks), `above`: DEQUANTIZE where it
+        beat bitsandbytes at the largest bucket (the same algorithm as bitsandbytes' for many
+        rows, with the faster dequantization)."""
         for bucket, config in self.triton.items():
             if rows <= bucket:
                 return config
-        return DEQUANTIZE if config is not None and config.dequantizes else None
+        return self.above
+
+    def use_bitsandbytes(self) -> None:
+        """Forget the measured choices: bitsandbytes' products for every row count."""
+        self.triton, self.above = {}, None
 
     def bitsandbytes(self, x: torch.Tensor) -> torch.Tensor:
         """The product through bitsandbytes: its GEMV for one row, dequantize + matmul above."""
@@ -342,6 +352,8 @@ class NF4Linear:
             raise ValueError(f"no tiling for {m}x{k} @ {n}x{k}")
         if config.dequantizes:
             return x @ self.dequantize(x.dtype).t()
+        if config.tensor_cores:
+            return self._mma(x, config)
         if n % config.block_n or config.block_k % self.qblock:
             raise ValueError(f"{config} does not tile {n}x{k}")
         groups = config.block_k // self.qblock
@@ -359,6 +371,33 @@ class NF4Linear:
                 NESTED=self.nested, BLOCKSIZE2=self.blocksize2, X_PAIRS=pairs, ASM=asm,
                 num_warps=config.num_warps, num_stages=config.num_stages)
         return y
+
+    def _mma(self, x: torch.Tensor, config: Config) -> torch.Tensor:
+        """The product on the tensor cores (kernels/nf4_mma.py)."""
+        m, n, k = x.shape[0], self.out_features, self.in_features
+        if not mma_tiles(config, n, k, self.qblock):
+            raise ValueError(f"{config} does not tile {n}x{k}")
+        groups = config.block_k // self.qblock
+        split = config.split_k
+        if split > 1:  # each share's float32 product, summed after
+            y = torch.empty((split, m, n), dtype=torch.float32, device=x.device)
+        else:
+            y = torch.empty((1, m, n), dtype=x.dtype, device=x.device)
+        # the PTX takes four bytes a call and gives bfloat16
+        fits = _packs(config.block_n * self.qblock // 2, config.num_warps)
+        asm = self.split_asm if x.dtype == torch.bfloat16 and fits else ""
+        grid = (n // config.block_n, split, triton.cdiv(m, config.block_m))
+        _mma_kernel[grid](
+            x, self.packed, self.pairs, self.absmax, self.code2, self.absmax2, self.offset, y,
+            m, k, k // 2, x.stride(0), n, m * n, split, BLOCK_M=config.block_m,
+            BLOCK_N=config.block_n, GROUPS=groups, QBLOCK=self.qblock, NESTED=self.nested,
+            BLOCKSIZE2=self.blocksize2, ASM=asm, PRECISION=dot_precision(x.dtype),
+            num_warps=config.num_warps, num_stages=config.num_stages)
+        if split == 1:
+            return y[0]
+        out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+        _sum_shares_kernel[(triton.cdiv(m * n, 1024),)](y, out, m * n, SPLIT=split, BLOCK=1024)
+        return out
 
     def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
         """The whole weight (N, K) in `dtype`."""

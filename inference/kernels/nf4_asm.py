@@ -84,10 +84,22 @@ def dequant_asm(code: tuple[float, ...]) -> str:
     return _program(code, scaled)
 
 
+@functools.lru_cache(maxsize=8)
+def split_asm(code: tuple[float, ...]) -> str:
+    """Four bytes ($4) -> their even (high-nibble) weights ($0, $1) and their odd ones ($2,
+    $3), two bfloat16 to a register in memory order: the tensor-core kernel's two operands."""
+    def split(half: int) -> str:
+        even, odd = ("$0", "$2") if half == 0 else ("$1", "$3")
+        return f"prmt.b32 {even}, lw, hw, 0x7351; prmt.b32 {odd}, lw, hw, 0x6240;\n"
+
+    return _program(code, split)
+
+
 def lookup_asm(code: torch.Tensor, kind: str = "pair") -> str:
     """The PTX for `code` (16 values, on the device that will run it), or "" where it cannot run:
     Triton's interpreter, a GPU that is not NVIDIA's, and for `dequant` (its bfloat16 pair
-    conversion) one older than compute capability 8.0."""
+    conversion) one older than compute capability 8.0. `kind`: "pair" (`pair_asm`), "dequant"
+    (`dequant_asm`) or "split" (`split_asm`)."""
     if os.environ.get("TRITON_INTERPRET") == "1" or torch.version.hip is not None:
         return ""
     if kind == "dequant" and code.is_cuda and (
@@ -96,4 +108,4 @@ def lookup_asm(code: torch.Tensor, kind: str = "pair") -> str:
     values = tuple(float(v) for v in code.float().cpu())
     if len(values) != 16:
         return ""
-    return pair_asm(values) if kind == "pair" else dequant_asm(values)
+    return {"pair": pair_asm, "dequant": dequant_asm, "split": split_asm}[kind](values)

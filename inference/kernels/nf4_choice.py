@@ -9,8 +9,10 @@ candidate is captured in a CUDA graph that calls it on every linear of the group
 weights come from memory, not the L2 cache, as in a real step) and replayed. A Triton tiling must first match
 bitsandbytes' result on a random input; it is chosen only when it is faster by a margin, and then
 recorded in `NF4Linear.triton` for that bucket (None: bitsandbytes). Rows above the largest
-bucket (prompt chunks) take DEQUANTIZE where the largest bucket did, else bitsandbytes. The
-report (times per shape and bucket, the choice) goes to model info's `step`.
+bucket (prompt chunks) take DEQUANTIZE where it beat bitsandbytes at the largest bucket
+(`NF4Linear.above`; the tensor-core kernel's cost grows with the rows, DEQUANTIZE's does not),
+else bitsandbytes. The report (times per shape and bucket, the choice) goes to model info's
+`step`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from .nf4 import DEQUANTIZE, GEMV_MAX_ROWS, Config, NF4Linear, gemv_config
+from .nf4 import DEQUANTIZE, GEMV_MAX_ROWS, Config, NF4Linear, gemv_config, mma_tiles
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +32,29 @@ TOLERANCE = 2e-2  # largest difference from bitsandbytes, relative to its larges
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
+def mma_candidates(m: int, n: int, k: int, qblock: int) -> list[Config]:
+    """Tensor-core tilings for `m` rows (kernels/nf4_mma.py): a tile of x rows that holds them
+    (16 to 64), 64 or 128 weight rows with 2 or 4 warps, one quantization block an iteration
+    (two for O), the blocks shared among 8 or 4 programs: the best on the H200 for each shape
+    and row count from 4 to 128 (bench/results/nf4-mma-sweep2-h200.json)."""
+    block_m = min(64, max(16, 1 << (m - 1).bit_length()))
+    options = [Config(block_n, groups * qblock, block_m, warps, 3, split)
+               for block_n, groups, split, warps in ((128, 1, 8, 4), (128, 1, 8, 2),
+                                                     (64, 1, 8, 4), (64, 1, 8, 2),
+                                                     (128, 1, 4, 4), (64, 2, 8, 4))]
+    return [c for c in options if mma_tiles(c, n, k, qblock)]
+
+
 def candidates(m: int, n: int, k: int, qblock: int) -> list[Config]:
     """What is worth timing for `m` rows: GEMV tilings up to two rows (a few around the rule's),
-    DEQUANTIZE from two."""
+    the tensor-core kernel's and DEQUANTIZE from two."""
     options: list[Config | None] = []
     if m <= GEMV_MAX_ROWS:
         options += [gemv_config(n, k, qblock)] + [
             Config(block_n, groups * qblock, 0, num_warps=warps, num_stages=2)
             for block_n, groups, warps in ((4, 8, 2), (4, 16, 4), (2, 16, 2), (8, 8, 4))]
     if m >= 2:
-        options.append(DEQUANTIZE)
+        options += mma_candidates(m, n, k, qblock) + [DEQUANTIZE]
     unique = []
     for option in options:
         if option is None or option in unique:
@@ -88,6 +103,7 @@ def _choose(members: list[NF4Linear], m: int, dtype: torch.dtype,
     x = torch.randn(m, k, device=device, dtype=dtype)
     bnb_us = graph_time_us([lambda lin=lin, x=x: lin.bitsandbytes(x) for lin in members])
     best: tuple[float, Config] | None = None
+    dequantize_us = None
     for config in candidates(m, n, k, members[0].qblock):
         try:
             if not _matches(members[0], x, config):
@@ -99,15 +115,21 @@ def _choose(members: list[NF4Linear], m: int, dtype: torch.dtype,
         except Exception as exc:  # a tiling this GPU or Triton build cannot run
             logger.info("Triton NF4 product %s unavailable for %dx%d: %s", config, n, k, exc)
             continue
+        if config.dequantizes:
+            dequantize_us = us
         if best is None or us < best[0]:
             best = (us, config)
     chosen = best is not None and best[0] <= MARGIN * bnb_us
     for linear in members:  # buckets are measured in increasing order
         linear.triton[m] = best[1] if chosen else None
+        # rows above the largest bucket (prompt chunks): DEQUANTIZE where it beat bitsandbytes
+        linear.above = DEQUANTIZE if dequantize_us is not None and (
+            dequantize_us <= MARGIN * bnb_us) else None
     return {"bitsandbytes_us": round(bnb_us, 2),
             "triton_us": round(best[0], 2) if best else None,
             "config": str(best[1]) if best else None,
-            "kernel": "triton" if chosen else "bitsandbytes"}
+            "kernel": "triton" if chosen else "bitsandbytes",
+            "dequantize_us": round(dequantize_us, 2) if dequantize_us is not None else None}
 
 
 def choose_kernels(linears: Iterable[NF4Linear], dtype: torch.dtype, device: torch.device,
@@ -117,7 +139,7 @@ def choose_kernels(linears: Iterable[NF4Linear], dtype: torch.dtype, device: tor
     kernel}}}."""
     groups: dict[tuple[int, int, bool], list[NF4Linear]] = {}
     for linear in linears:
-        linear.triton = {}
+        linear.use_bitsandbytes()
         key = (linear.out_features, linear.in_features, linear.nested)
         groups.setdefault(key, []).append(linear)
     buckets = [m for m in ROW_BUCKETS if m <= max(1, max_rows)]

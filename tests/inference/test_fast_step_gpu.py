@@ -90,8 +90,36 @@ def test_the_gemv_takes_blocks_in_groups_with_a_partial_last(nested):
                                            atol=2e-2 * expected.abs().max().item(), rtol=0)
 
 
+@pytest.mark.parametrize("nested", [True, False])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_tensor_core_kernel_matches_the_dequantized_weight(nested, dtype):
+    from inference.kernels.nf4 import Config, NF4Linear, mma_tiles
+
+    torch.manual_seed(13)
+    parts = [nf4_module(n, 640, nested) for n in (64, 32, 32)]  # 10 quantization blocks a row
+    single = NF4Linear(parts[0])  # its own scales (8-bit where nested); fused: fp32
+    configs = [Config(16, 64, 16, 4, 2), Config(32, 128, 16, 4, 3, split_k=5),
+               Config(16, 64, 32, 4, 3, split_k=2), Config(32, 64, 64, 8, 2, split_k=10)]
+    for linear, modules in ((single, parts[:1]), (NF4Linear.fused(parts), parts)):
+        weight = dequantized(modules)
+        assert linear.split_asm  # the register lookup; "" (below) the table gather
+        for asm in (linear.split_asm, ""):
+            linear.split_asm = asm
+            for rows in (1, 5, 17, 40, 70):
+                x = torch.randn(rows, 640, device=CUDA, dtype=dtype)
+                expected = x.float() @ weight.t()
+                for config in configs:
+                    assert mma_tiles(config, linear.out_features, 640, 64)
+                    got = linear.matmul(x, config)
+                    assert got.dtype == dtype and got.shape == expected.shape
+                    assert torch.equal(linear.matmul(x, config), got)  # shares summed in order
+                    torch.testing.assert_close(got.float(), expected,
+                                               atol=2e-2 * expected.abs().max().item(), rtol=0)
+    assert not mma_tiles(Config(16, 128, 16, 4, 2, split_k=2), 128, 640, 64)  # 10 / (2 * 2)
+
+
 def test_each_batch_bucket_takes_the_measured_kernel():
-    from inference.kernels.nf4 import DEQUANTIZE, NF4Linear, gemv_config
+    from inference.kernels.nf4 import DEQUANTIZE, Config, NF4Linear, gemv_config
     from inference.kernels.nf4_choice import choose_kernels
 
     torch.manual_seed(7)
@@ -109,14 +137,19 @@ def test_each_batch_bucket_takes_the_measured_kernel():
         assert [linear.triton[m] is not None for m in by_rows] == [
             e["kernel"] == "triton" for e in by_rows.values()]
     assert len({tuple(s.triton.items()) for s in singles}) == 1  # one choice per shape
-    # Forced: one row through the GEMV, 3 through bitsandbytes, 16 and 17 (above the largest
-    # bucket, where DEQUANTIZE won) through DEQUANTIZE; all against the dequantized weight.
-    fused.triton = {1: gemv_config(512, 1024, 64), 4: None, 16: DEQUANTIZE}
+    # Forced: one row through the GEMV, 3 through bitsandbytes, 8 on the tensor cores, 16 and
+    # 17 (above the largest bucket, where DEQUANTIZE beat bitsandbytes) through DEQUANTIZE; all
+    # against the dequantized weight.
+    fused.triton = {1: gemv_config(512, 1024, 64), 4: None, 8: Config(64, 64, 16, 4, 3, 8),
+                    16: DEQUANTIZE}
+    fused.above = DEQUANTIZE
     assert fused.triton_config(3) is None and fused.triton_config(17) == DEQUANTIZE
-    singles[1].triton = {1: gemv_config(512, 1024, 64), 16: None}
-    assert singles[1].triton_config(17) is None  # bitsandbytes won the largest bucket
+    assert fused.triton_config(5).tensor_cores
+    singles[1].use_bitsandbytes()
+    singles[1].triton = {1: gemv_config(512, 1024, 64), 16: DEQUANTIZE}
+    assert singles[1].triton_config(17) is None  # DEQUANTIZE did not beat bitsandbytes
     expected_w = dequantized(parts)
-    for rows in (1, 3, 16, 17):
+    for rows in (1, 3, 5, 16, 17):
         x = torch.randn(rows, 1024, device=CUDA, dtype=torch.bfloat16)
         expected = x.float() @ expected_w.t()
         torch.testing.assert_close(fused(x).float(), expected,
