@@ -4,14 +4,18 @@ For each linear of Qwen3-4B-Instruct-2507 as the fast step runs it (Q, K and V f
 up fused; down) and M = 1 … 128 rows, on NF4 weights with double quantization:
 - `bnb`: `bnb.matmul_4bit` on the separate modules (its GEMV at M = 1, dequantize + matmul above);
 - `triton`: `NF4Linear.matmul` with the default choice (`default_config`: the GEMV up to two rows,
-  our dequantization then cuBLAS above), and `alternatives`, other GEMV tilings, to check it against (the engine itself times a few tilings against
-  bitsandbytes at start-up for each decode batch bucket: inference/kernels/nf4_choice.py);
+  our dequantization then cuBLAS above), and `alternatives` to check it against: other GEMV
+  tilings (`--sweep gemv`) or the tensor-core kernel's tilings (`--sweep mma`, every time kept in
+  the JSON). The engine itself times a few of each against bitsandbytes at start-up for each
+  decode batch bucket (inference/kernels/nf4_choice.py);
 - `bf16`: the same product on a bf16 weight (cuBLAS), the speed of an unquantized model.
 Every kernel is first checked against x @ dequantized(W)ᵀ on fresh random inputs. Times come from a
 CUDA graph cycling through enough copies of the weights to exceed the L2 cache several times over,
 so each call reads its weight from memory as a real step does.
 
     python bench/bench_nf4_matmul.py --out bench/results/nf4-matmul-h200.json
+    python bench/bench_nf4_matmul.py --sweep mma --rows 1,4,16,32,64,128 \
+        --out bench/results/nf4-mma-sweep2-h200.json
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ without HTTP, on the Qwen3-4B-shaped NF4 model (bench_decode.make_model).
 - decode step time at batch 1, 8, 32, 64, 128 (contexts of ~100 tokens), CUDA-synchronised;
 - a torch.profiler table of decode steps at batch 1 and 64 (self CPU and CUDA time per op);
 - a mixed step: 16 decodes beside a 2,048-token chunk of a prompt whose context reaches 32K;
-- a 262,000-token prompt prefilled chunk by chunk (the full window), with the peak memory.
+- a 262,000-token prompt prefilled chunk by chunk (the full window), with the peak memory;
+- first, lone prompt chunks' steps (`prompt_steps`: 15 tokens behind a 1,952-token prefix, as
+  the shared-system-prompt followers run, against 15 and 128 tokens alone).
 By default the step is the engine's: Triton kernels with CUDA graphs for decode steps;
 `--no-cuda-graphs` and `--enforce-eager` (plain PyTorch) measure the others.
 
@@ -91,6 +93,41 @@ def profile_table(bench: Bench, scheduled, rows: int = 25) -> dict:
     return {"by_self_cpu": top("self_cpu_time_total"), "by_self_cuda": top("self_device_time_total")}
 
 
+def prompt_steps(bench: Bench, repeats: int = 12) -> dict:
+    """A lone prompt chunk's step (what an idle server runs for a new request, replayed from a
+    prompt graph where one holds it), CUDA-synchronised, behind a prefix computed before it (as a
+    prefix-cache hit leaves it): the shared-system-prompt followers' case (15 new tokens behind
+    1,952) beside short prompts alone; and a profile of the followers' steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def run(cached: int, new: int, seed: int) -> float:
+        s = bench.seq(cached + new, seed)
+        if cached:
+            bench.step([(s, cached)])
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        bench.step([(s, new)])
+        torch.cuda.synchronize()
+        bench.release([s])
+        return (time.perf_counter() - start) * 1000
+
+    result = {}
+    for cached, new in ((0, 15), (0, 128), (1952, 15)):
+        run(cached, new, 7000)  # warm
+        times = sorted(run(cached, new, 7001 + i) for i in range(repeats))
+        result[f"{new}_new_after_{cached}_ms"] = {"median": round(times[len(times) // 2], 3),
+                                                  "min": round(times[0], 3)}
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for i in range(3):
+            run(1952, 15, 8000 + i)
+    averages = prof.key_averages()
+    result["profile_15_after_1952_by_self_cuda"] = [
+        {"op": e.key, "calls": e.count // 3,
+         "ms_per_step": round(e.self_device_time_total / 3000, 3)}
+        for e in sorted(averages, key=lambda e: e.self_device_time_total, reverse=True)[:20]]
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--folder", default="/tmp/qwen3-4b-shape")
@@ -98,6 +135,8 @@ def main() -> None:
     parser.add_argument("--window-seconds", type=float, default=240)
     parser.add_argument("--enforce-eager", action="store_true", help="the plain PyTorch step")
     parser.add_argument("--no-cuda-graphs", action="store_true")
+    parser.add_argument("--prompt-steps-only", action="store_true",
+                        help="only the lone prompt chunks' steps (prompt_steps)")
     args = parser.parse_args()
     folder = Path(args.folder)
     make_model(folder)
@@ -112,6 +151,9 @@ def main() -> None:
     bench = Bench(folder, enforce_eager=args.enforce_eager, cuda_graphs=not args.no_cuda_graphs)
     save("step", bench.runner.describe())
     with torch.inference_mode():
+        save("prompt_steps", prompt_steps(bench))
+        if args.prompt_steps_only:
+            return
         seqs = [bench.seq(100, i) for i in range(128)]
         bench.prefill(seqs)
         save("decode_step_ms", {n: round(bench.timed([(s, 1) for s in seqs[:n]], 10), 2)

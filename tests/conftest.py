@@ -53,3 +53,23 @@ async def builtin_engine(builtin_dir):
     assert engine.state == "ready", engine.error
     yield engine
     await engine.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def cpu_engine(builtin_engine):
+    """The built-in model's engine on the CPU (float32), where a row's numbers do not depend on
+    the rest of the batch: what the batch-invariance contract (a seeded request samples the same
+    tokens alone and amid others) is stated for. Without CUDA that is the shared engine; on a GPU
+    machine a second one, since the GPU step's kernels differ by batch size and so round
+    differently (a seeded reply there can part from its solo run where two tokens nearly tie)."""
+    if not _on_gpu():
+        yield builtin_engine
+        return
+    from inference import Engine, EngineSettings
+
+    engine = Engine(EngineSettings(model="builtin", cache_dir=CACHE_DIR, max_active_requests=16,
+                                   compute_dtype="float32", device_map="cpu"))
+    await engine.start()
+    assert engine.state == "ready", engine.error
+    yield engine
+    await engine.shutdown()

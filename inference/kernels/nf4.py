@@ -7,19 +7,20 @@ quantization (the default checkpoint's) the scales are themselves 8-bit codes in
 scaled per 256 scales by `state2.absmax`, plus `offset`.
 
 `NF4Linear.__call__` multiplies through bitsandbytes, except for the row counts (decode batch
-buckets, and prompt chunks above the largest where DEQUANTIZE won it) where the start-up
-measurement (kernels/nf4_choice.py) found one of ours faster on this GPU and recorded it in
-`triton`:
+buckets, and prompt chunks above the largest where DEQUANTIZE beat bitsandbytes) where the
+start-up measurement (kernels/nf4_choice.py) found one of ours faster on this GPU and recorded it
+in `triton` (and `above`):
 - `_gemv_kernel` for one row (two rows run it twice): each program computes BLOCK_N outputs,
   reading its rows' packed bytes with coalesced loads and summing element-wise until the end (no
   cross-thread reduction in the loop);
-- `DEQUANTIZE` for more rows: `_dequant_kernel` writes the bfloat16 weight and cuBLAS multiplies,
+- the tensor-core kernel (kernels/nf4_mma.py) for a few to tens of rows: the weights looked up
+  in registers as the dots' operands, never written out;
+- `DEQUANTIZE` for many rows: `_dequant_kernel` writes the bfloat16 weight and cuBLAS multiplies,
   which is what bitsandbytes does above one row, with a faster dequantization.
-Both turn each byte into its two weights in registers (kernels/nf4_asm.py: `prmt` byte permutes
+All turn each byte into its two weights in registers (kernels/nf4_asm.py: `prmt` byte permutes
 over the code table held in registers) where PTX can run, and by a gather from a 256-entry table
-(`pair_table`) elsewhere (Triton's interpreter). bench/nf4_lookup.py measured the lookups, and
-a tensor-core kernel that dequantized in its tiles (slower than both at every size, lookup or
-not: removed); bench/bench_nf4_matmul.py measures these against bitsandbytes per shape.
+(`pair_table`) elsewhere (Triton's interpreter). bench/nf4_lookup.py measured the lookups;
+bench/bench_nf4_matmul.py measures these against bitsandbytes per shape.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The GPU step (Triton kernels, CUDA graphs) against references; skipped without CUDA.
 
 - the NF4 linears (bitsandbytes, single and fused) and our NF4 products (the GEMV, the
-  dequantization in both lookups) against x @ dequantized(W)ᵀ, with and without double
-  quantization, for row counts on both sides of every kernel switch; the start-up choice of kernel
-  per batch bucket (kernels/nf4_choice.py);
+  tensor-core kernel with its shares of the blocks summed in a fixed order, the dequantization; in
+  both lookups) against x @ dequantized(W)ᵀ, with and without double quantization, for row counts
+  on both sides of every kernel switch; the start-up choice of kernel per batch bucket
+  (kernels/nf4_choice.py);
 - paged attention against SDPA over gathered keys, for decode rows and for a prompt chunk behind a
   cached prefix, whole and split in parts, on scattered blocks; a mixed step (decodes, then two
   prompt chunks) with its prompt tiles split against the same step whole;

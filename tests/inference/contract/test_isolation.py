@@ -5,6 +5,10 @@ Grammars are data (`Grammar`); the engine keeps one matcher per sequence. Severa
 same grammar submitted together (what the API does for `n` > 1) must not share one. Random weights
 never close a JSON string by themselves, so grammar requests carry a bias towards `"` and `}`
 (a batch-shaped logits processor, applied after the grammar's mask).
+
+The tests that compare a request amid others with its solo run token for token take `cpu_engine`:
+that equality is the CPU step's contract; on a GPU the kernels differ by batch size and round
+differently, so a sampled reply there can part from its solo run at a near tie.
 """
 
 from __future__ import annotations
@@ -83,13 +87,13 @@ def free(content: str, **sampling) -> GenerationRequest:
                              sampling=SamplingParams(max_tokens=10, **sampling))
 
 
-async def test_different_grammars_and_free_text_side_by_side(builtin_engine, bias):
+async def test_different_grammars_and_free_text_side_by_side(cpu_engine, bias):
     kinds = list(GRAMMARS)
     texts = [free("Free text one.", temperature=0), free("Free text two.", seed=8, temperature=1.0)]
-    solo_texts = [await builtin_engine.generate(r) for r in texts]
+    solo_texts = [await cpu_engine.generate(r) for r in texts]
     texts = [free("Free text one.", temperature=0), free("Free text two.", seed=8, temperature=1.0)]
     requests = [grammar_request(GRAMMARS[k], seed=i, bias=bias) for i, k in enumerate(kinds)]
-    results = await asyncio.gather(*(builtin_engine.generate(r) for r in requests + texts))
+    results = await asyncio.gather(*(cpu_engine.generate(r) for r in requests + texts))
     for kind, result in zip(kinds, results[:len(kinds)], strict=True):
         check(kind, result)
     # Free text beside grammars is untouched by them: the same tokens as alone.
@@ -122,14 +126,14 @@ SIDE_BY_SIDE = [
 ]
 
 
-async def test_seeds_and_parameters_side_by_side_equal_their_solo_runs(builtin_engine):
+async def test_seeds_and_parameters_side_by_side_equal_their_solo_runs(cpu_engine):
     def requests():
         return [GenerationRequest(messages=chat(f"Side by side {i}."),
                                   sampling=SamplingParams(max_tokens=10, **params))
                 for i, params in enumerate(SIDE_BY_SIDE)]
 
-    solo = [await builtin_engine.generate(r) for r in requests()]
-    together = await asyncio.gather(*(builtin_engine.generate(r) for r in requests()))
+    solo = [await cpu_engine.generate(r) for r in requests()]
+    together = await asyncio.gather(*(cpu_engine.generate(r) for r in requests()))
     for params, alone, batched in zip(SIDE_BY_SIDE, solo, together, strict=True):
         assert batched.token_ids == alone.token_ids, params
         assert batched.text == alone.text and batched.finish_reason == alone.finish_reason
