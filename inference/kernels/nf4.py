@@ -378,6 +378,8 @@ class NF4Linear:
         m, n, k = x.shape[0], self.out_features, self.in_features
         if not mma_tiles(config, n, k, self.qblock):
             raise ValueError(f"{config} does not tile {n}x{k}")
+        if m == 0:  # no program to launch
+            return torch.empty((0, n), dtype=x.dtype, device=x.device)
         groups = config.block_k // self.qblock
         split = config.split_k
         if split > 1:  # each share's float32 product, summed after
