@@ -81,6 +81,7 @@ def mma_configs(m: int, n: int, k: int) -> list[Config]:
 
 
 def refine(config: Config) -> list[Config]:
+    """The same tiling with 2, 4 or 8 warps and 2, 3 or 4 pipeline stages."""
     return [Config(config.block_n, config.block_k, config.block_m, warps, stages, config.split_k)
             for warps in (2, 4, 8) for stages in (2, 3, 4)
             if (warps, stages) != (config.num_warps, config.num_stages)]

@@ -121,6 +121,7 @@ def prompt_steps(bench: Bench, repeats: int = 12) -> dict:
         for i in range(3):
             run(1952, 15, 8000 + i)
     averages = prof.key_averages()
+    # per run: the eager prefix step and the follower's step together
     result["profile_15_after_1952_by_self_cuda"] = [
         {"op": e.key, "calls": e.count // 3,
          "ms_per_step": round(e.self_device_time_total / 3000, 3)}

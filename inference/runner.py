@@ -120,7 +120,7 @@ class ModelRunner:
             return
         except Exception as exc:
             if not any(config is not None for linear in linears
-                       for config in linear.triton.values()):
+                       for config in (*linear.triton.values(), linear.above)):
                 raise
             logger.warning("The Triton step failed to start with Triton NF4 products (%s: %s); "
                            "trying again with bitsandbytes' products", type(exc).__name__, exc,

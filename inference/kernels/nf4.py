@@ -66,8 +66,8 @@ def _pairs(packed, pairs_ptr, ASM: tl.constexpr):
 
 
 @triton.jit
-def _gemv_kernel(x_ptr, w_ptr, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, offset, y_ptr,
-                 K, stride_w, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr, QBLOCK: tl.constexpr,
+def _gemv_kernel(x_ptr, w_ptr, pairs_ptr, code_ptr, absmax_ptr, code2_ptr, absmax2_ptr, offset,
+                 y_ptr, K, stride_w, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr, QBLOCK: tl.constexpr,
                  NESTED: tl.constexpr, BLOCKSIZE2: tl.constexpr, X_PAIRS: tl.constexpr,
                  ASM: tl.constexpr):
     """y[rows] = W[rows] @ x for one input row (a decode step of one sequence), BLOCK_N outputs
@@ -76,10 +76,12 @@ def _gemv_kernel(x_ptr, w_ptr, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, of
     Each iteration reads GROUPS quantization blocks of every row as they lie in memory
     (BLOCK_N, GROUPS, QBLOCK / 2 bytes), 4 bytes a thread and coalesced across the warp (capped at
     4 so that the weights share the int32 inputs' layout: no shuffle between them), and turns each
-    byte into its two weights (`_pairs`: the two nibbles' code values, bfloat16 bits, in one
-    int32; two integer ops split them). With bfloat16 inputs (X_PAIRS), x is read as int32 too:
-    the even and odd inputs that meet a byte's two weights. The products are scaled and summed
-    element-wise; nothing is reduced across threads until the end."""
+    byte into its two weights: with bfloat16 inputs (X_PAIRS), `_pairs` (the two nibbles' code
+    values, bfloat16 bits, in one int32; two integer ops split them), and x is read as int32 too:
+    the even and odd inputs that meet a byte's two weights; with float32 or float16 inputs, the
+    codes at full precision from the 16 in `code_ptr` (the bfloat16 ones are off by up to 2⁻⁹).
+    The products are scaled and summed element-wise; nothing is reduced across threads until the
+    end."""
     HALF: tl.constexpr = QBLOCK // 2
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     g = tl.arange(0, GROUPS)
@@ -92,14 +94,17 @@ def _gemv_kernel(x_ptr, w_ptr, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, of
         byte = (b0 + g)[:, None] * HALF + t[None, :]  # (GROUPS, HALF) within the row
         packed = tl.load(rows + tl.max_contiguous(byte, [1, 4])[None, :, :],
                          mask=live[None, :, None], other=0)
-        pair = _pairs(packed, pairs_ptr, ASM)
-        hi = (pair & -65536).to(tl.float32, bitcast=True)
-        lo = (pair << 16).to(tl.float32, bitcast=True)
         if X_PAIRS:
+            pair = _pairs(packed, pairs_ptr, ASM)
+            hi = (pair & -65536).to(tl.float32, bitcast=True)
+            lo = (pair << 16).to(tl.float32, bitcast=True)
             both = tl.load(x_ptr + byte, mask=live[:, None], other=0)
             x_even = (both << 16).to(tl.float32, bitcast=True)
             x_odd = (both & -65536).to(tl.float32, bitcast=True)
         else:
+            code = packed.to(tl.int32)
+            hi = tl.load(code_ptr + (code >> 4))
+            lo = tl.load(code_ptr + (code & 15))
             x_even = tl.load(x_ptr + 2 * byte, mask=live[:, None], other=0.0).to(tl.float32)
             x_odd = tl.load(x_ptr + 2 * byte + 1, mask=live[:, None], other=0.0).to(tl.float32)
         idx = rn.to(tl.int64)[:, None] * blocks + (b0 + g)[None, :]
@@ -194,8 +199,12 @@ def _packs(tile_bytes: int, num_warps: int) -> bool:
 def mma_tiles(config: Config, n: int, k: int, qblock: int) -> bool:
     """Whether the tensor-core kernel's tiles fit the shape: whole tiles of rows, and each
     program's share of the quantization blocks a whole number of iterations."""
+    def dot_size(d: int) -> bool:  # what tl.arange and tl.dot take
+        return d >= 16 and not d & (d - 1)
+
     groups, rest = divmod(config.block_k, qblock)
-    return (config.tensor_cores and not n % config.block_n and not rest and groups >= 1
+    return (config.tensor_cores and dot_size(config.block_m) and dot_size(config.block_n)
+            and dot_size(qblock // 2) and not n % config.block_n and not rest and groups >= 1
             and config.split_k >= 1 and not k % qblock
             and (k // qblock) % (config.split_k * groups) == 0)
 
@@ -367,7 +376,7 @@ class NF4Linear:
         for row in range(m):
             xs = x[row].view(torch.int32) if pairs else x[row]
             _gemv_kernel[(n // config.block_n,)](
-                xs, self.packed, self.pairs, self.absmax, self.code2, self.absmax2, self.offset,
+                xs, self.packed, self.pairs, self.code, self.absmax, self.code2, self.absmax2, self.offset,
                 y[row], k, k // 2, BLOCK_N=config.block_n, GROUPS=groups, QBLOCK=self.qblock,
                 NESTED=self.nested, BLOCKSIZE2=self.blocksize2, X_PAIRS=pairs, ASM=asm,
                 num_warps=config.num_warps, num_stages=config.num_stages)
@@ -391,7 +400,7 @@ class NF4Linear:
         asm = self.split_asm if x.dtype == torch.bfloat16 and fits else ""
         grid = (n // config.block_n, split, triton.cdiv(m, config.block_m))
         _mma_kernel[grid](
-            x, self.packed, self.pairs, self.absmax, self.code2, self.absmax2, self.offset, y,
+            x, self.packed, self.code, self.absmax, self.code2, self.absmax2, self.offset, y,
             m, k, k // 2, x.stride(0), n, m * n, split, BLOCK_M=config.block_m,
             BLOCK_N=config.block_n, GROUPS=groups, QBLOCK=self.qblock, NESTED=self.nested,
             BLOCKSIZE2=self.blocksize2, ASM=asm, PRECISION=dot_precision(x.dtype),

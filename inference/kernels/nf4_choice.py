@@ -1,9 +1,9 @@
 """Which 4-bit product each batch size takes, decided at start-up by measuring on this GPU.
 
 A decode step multiplies one row per sequence by every NF4 weight. Whether bitsandbytes' kernels
-(its GEMV for one row; dequantize-then-matmul above) or ours (`_gemv_kernel` for one or two rows,
-DEQUANTIZE, our dequantization then cuBLAS, for more) are faster depends on the GPU, the shape
-and the number of rows. So before the CUDA graphs are captured, `choose_kernels` times them on the
+(its GEMV for one row; dequantize-then-matmul above) or ours (`_gemv_kernel` for one or two rows;
+from two rows the tensor-core kernel of nf4_mma.py, and DEQUANTIZE, our dequantization then
+cuBLAS) are faster depends on the GPU, the shape and the number of rows. So before the CUDA graphs are captured, `choose_kernels` times them on the
 model's own linears, grouped by shape, for each row bucket up to the largest decode batch: each
 candidate is captured in a CUDA graph that calls it on every linear of the group in turn (so
 weights come from memory, not the L2 cache, as in a real step) and replayed. A Triton tiling must first match
@@ -35,8 +35,8 @@ ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 def mma_candidates(m: int, n: int, k: int, qblock: int) -> list[Config]:
     """Tensor-core tilings for `m` rows (kernels/nf4_mma.py): a tile of x rows that holds them
     (16 to 64), 64 or 128 weight rows with 2 or 4 warps, one quantization block an iteration
-    (two for O), the blocks shared among 8 or 4 programs: the best on the H200 for each shape
-    and row count from 4 to 128 (bench/results/nf4-mma-sweep2-h200.json)."""
+    (two for O), the blocks shared among 8 or 4 programs: around the best of the H200 sweep
+    (bench/results/nf4-mma-sweep2-h200.json: QKV, O and gate/up at 1-128 rows)."""
     block_m = min(64, max(16, 1 << (m - 1).bit_length()))
     options = [Config(block_n, groups * qblock, block_m, warps, 3, split)
                for block_n, groups, split, warps in ((128, 1, 8, 4), (128, 1, 8, 2),

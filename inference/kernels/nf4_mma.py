@@ -10,11 +10,15 @@ byte of NF4, so about 5 ms of a decode step's linears at any batch from 4 to 128
   few tiles of rows to keep the memory busy otherwise; the shares' float32 products are summed
   by `_sum_shares_kernel`, in a fixed order);
 - a block's (BLOCK_N, QBLOCK / 2) bytes become the even columns' weights (high nibbles) and the
-  odd columns' (low nibbles) as two bfloat16 tensors in registers (nf4_asm.split_asm: `prmt`
-  over the code table, no memory access; a table gather where PTX cannot run), so the block's
-  product is two dots, even inputs by even weights and odd by odd, with no interleaving;
-- the weights are the unscaled code values (exact in bfloat16); the block's scale multiplies the
-  dots' float32 result, once per output instead of once per weight.
+  odd columns' (low nibbles) as two tensors in registers (bfloat16: nf4_asm.split_asm, `prmt`
+  over the code table, no memory access; float16 and float32, or where PTX cannot run: a gather
+  from the 16 codes), so the block's product is two dots, even inputs by even weights and odd by
+  odd, with no interleaving;
+- the weights are the unscaled code values (in bfloat16 rounded as bitsandbytes' bfloat16
+  weights are, to 8 bits); the block's scale multiplies the dots' float32 result, once per
+  output instead of once per weight.
+
+`_scales` (a block's scale, double quantization undone) serves nf4.py's kernels too.
 
 bench/bench_nf4_matmul.py times its tilings against bitsandbytes and DEQUANTIZE per shape and row
 count, and kernels/nf4_choice.py picks among them at start-up on the GPU it runs on.
@@ -43,14 +47,14 @@ def _scales(absmax_ptr, code2_ptr, absmax2_ptr, offset, idx, NESTED: tl.constexp
 
 
 @triton.jit
-def _even_odd(packed, pairs_ptr, ASM: tl.constexpr, dtype: tl.constexpr):
+def _even_odd(packed, code_ptr, ASM: tl.constexpr, dtype: tl.constexpr):
     """The code values of each byte's high nibble (the even column) and low nibble (the odd
-    one), unscaled, in `dtype`: from registers through `ASM` (bfloat16 only), else from the
-    256-entry pair table."""
+    one), unscaled, in `dtype`: from registers through `ASM` (bfloat16 only), else from the 16
+    float32 codes in memory (so float32 inputs meet the codes at full precision)."""
     if ASM == "":
-        pair = tl.load(pairs_ptr + packed.to(tl.int32))
-        even = (pair & -65536).to(tl.float32, bitcast=True).to(dtype)
-        odd = (pair << 16).to(tl.float32, bitcast=True).to(dtype)
+        code = packed.to(tl.int32)
+        even = tl.load(code_ptr + (code >> 4)).to(dtype)
+        odd = tl.load(code_ptr + (code & 15)).to(dtype)
     else:
         even, odd = tl.inline_asm_elementwise(ASM, "=r,=r,=r,=r,r", [packed],
                                               dtype=(tl.bfloat16, tl.bfloat16), is_pure=True,
@@ -59,7 +63,7 @@ def _even_odd(packed, pairs_ptr, ASM: tl.constexpr, dtype: tl.constexpr):
 
 
 @triton.jit
-def _mma_kernel(x_ptr, w_ptr, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, offset, y_ptr,
+def _mma_kernel(x_ptr, w_ptr, code_ptr, absmax_ptr, code2_ptr, absmax2_ptr, offset, y_ptr,
                 M, K, stride_w, stride_xm, stride_ym, stride_share, split_k,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr,
                 QBLOCK: tl.constexpr, NESTED: tl.constexpr, BLOCKSIZE2: tl.constexpr,
@@ -89,7 +93,7 @@ def _mma_kernel(x_ptr, w_ptr, pairs_ptr, absmax_ptr, code2_ptr, absmax2_ptr, off
         for g in tl.static_range(GROUPS):
             b = b0 + g
             packed = tl.load(w_rows + (b * HALF + t)[None, :])
-            even, odd = _even_odd(packed, pairs_ptr, ASM, dtype)
+            even, odd = _even_odd(packed, code_ptr, ASM, dtype)
             columns = (b * QBLOCK + 2 * t)[:, None]
             x_even = tl.load(x_cols + columns, mask=row_ok, other=0.0)
             x_odd = tl.load(x_cols + columns + 1, mask=row_ok, other=0.0)
@@ -109,7 +113,9 @@ def _sum_shares_kernel(parts_ptr, y_ptr, numel, SPLIT: tl.constexpr, BLOCK: tl.c
     would make a result differ from run to run, and a CUDA graph's replay from the eager step)."""
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = i < numel
-    total = tl.load(parts_ptr + i, mask=ok, other=0.0)
-    for share in tl.static_range(1, SPLIT):
-        total += tl.load(parts_ptr + share * numel + i, mask=ok, other=0.0)
+    parts = parts_ptr + i
+    total = tl.load(parts, mask=ok, other=0.0)
+    for _ in tl.static_range(1, SPLIT):
+        parts += numel  # the next share's (pointer steps: no 32-bit product of share × numel)
+        total += tl.load(parts, mask=ok, other=0.0)
     tl.store(y_ptr + i, total.to(y_ptr.dtype.element_ty), mask=ok)
