@@ -67,8 +67,8 @@ def _pairs(packed, pairs_ptr, ASM: tl.constexpr):
 
 @triton.jit
 def _gemv_kernel(x_ptr, w_ptr, pairs_ptr, code_ptr, absmax_ptr, code2_ptr, absmax2_ptr, offset,
-                 y_ptr, K, stride_w, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr, QBLOCK: tl.constexpr,
-                 NESTED: tl.constexpr, BLOCKSIZE2: tl.constexpr, X_PAIRS: tl.constexpr,
+                 y_ptr, K, stride_w, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr,
+                 QBLOCK: tl.constexpr, NESTED: tl.constexpr, BLOCKSIZE2: tl.constexpr, X_PAIRS: tl.constexpr,
                  ASM: tl.constexpr):
     """y[rows] = W[rows] @ x for one input row (a decode step of one sequence), BLOCK_N outputs
     per program.
@@ -376,8 +376,8 @@ class NF4Linear:
         for row in range(m):
             xs = x[row].view(torch.int32) if pairs else x[row]
             _gemv_kernel[(n // config.block_n,)](
-                xs, self.packed, self.pairs, self.code, self.absmax, self.code2, self.absmax2, self.offset,
-                y[row], k, k // 2, BLOCK_N=config.block_n, GROUPS=groups, QBLOCK=self.qblock,
+                xs, self.packed, self.pairs, self.code, self.absmax, self.code2, self.absmax2,
+                self.offset, y[row], k, k // 2, BLOCK_N=config.block_n, GROUPS=groups, QBLOCK=self.qblock,
                 NESTED=self.nested, BLOCKSIZE2=self.blocksize2, X_PAIRS=pairs, ASM=asm,
                 num_warps=config.num_warps, num_stages=config.num_stages)
         return y

@@ -1,17 +1,17 @@
 """Which 4-bit product each batch size takes, decided at start-up by measuring on this GPU.
 
 A decode step multiplies one row per sequence by every NF4 weight. Whether bitsandbytes' kernels
-(its GEMV for one row; dequantize-then-matmul above) or ours (`_gemv_kernel` for one or two rows;
-from two rows the tensor-core kernel of nf4_mma.py, and DEQUANTIZE, our dequantization then
-cuBLAS) are faster depends on the GPU, the shape and the number of rows. So before the CUDA graphs are captured, `choose_kernels` times them on the
-model's own linears, grouped by shape, for each row bucket up to the largest decode batch: each
-candidate is captured in a CUDA graph that calls it on every linear of the group in turn (so
-weights come from memory, not the L2 cache, as in a real step) and replayed. A Triton tiling must first match
-bitsandbytes' result on a random input; it is chosen only when it is faster by a margin, and then
-recorded in `NF4Linear.triton` for that bucket (None: bitsandbytes). Rows above the largest
-bucket (prompt chunks) take DEQUANTIZE where it beat bitsandbytes at the largest bucket
-(`NF4Linear.above`; the tensor-core kernel's cost grows with the rows, DEQUANTIZE's does not),
-else bitsandbytes. The report (times per shape and bucket, the choice) goes to model info's
+(its GEMV for one row; dequantize-then-matmul above) or ours (`_gemv_kernel` for one or two
+rows; from two rows the tensor-core kernel of nf4_mma.py, and DEQUANTIZE, our dequantization then
+cuBLAS) are faster depends on the GPU, the shape and the number of rows. So before the CUDA
+graphs are captured, `choose_kernels` times them on the model's own linears, grouped by shape, for
+each row bucket up to the largest decode batch: each candidate is captured in a CUDA graph that
+calls it on every linear of the group in turn (so weights come from memory, not the L2 cache, as
+in a real step) and replayed. A Triton tiling must first match bitsandbytes' result on a random
+input; it is chosen only when it is faster by a margin, and then recorded in `NF4Linear.triton`
+for that bucket (None: bitsandbytes). Rows above the largest bucket (prompt chunks) take
+DEQUANTIZE where it beat bitsandbytes at the largest bucket (`NF4Linear.above`; the tensor-core
+kernel's cost grows with the rows, DEQUANTIZE's does not), else bitsandbytes. The report (times per shape and bucket, the choice) goes to model info's
 `step`.
 """
 
