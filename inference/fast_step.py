@@ -69,11 +69,12 @@ class FastStep:
         return step.to_sample, self.fast.logits(hidden[rows])
 
     def eager_prompt(self, ids: list[int], positions: list[int], slots: list[int], context: int,
-                     table: list[int], rows: int | None = None) -> torch.Tensor:
+                     table: list[int], rows: int | None = None,
+                     parts: int | None = None) -> torch.Tensor:
         """Logits (1, vocab) of a lone prompt chunk's last token, run eagerly. With `rows`, the
         step is padded to that many tokens as a prompt graph pads it (a second sequence whose keys
         and values go to the scratch block), so its matrix products have the graph's shapes and
-        round alike."""
+        round alike; `parts` splits its attention tiles' context as the graph's are split."""
         n = len(ids)
         pad = (rows or n) - n
         q_len, contexts, tables = [n], [context], [table]
@@ -85,7 +86,7 @@ class FastStep:
             q_len.append(pad)
             contexts.append(pad)
             tables.append([block] * -(-pad // bs))
-        hidden = self._eager(ids, positions, slots, q_len, contexts, tables, 0)
+        hidden = self._eager(ids, positions, slots, q_len, contexts, tables, 0, parts)
         return self.fast.logits(hidden[n - 1:n])
 
     def _eager(self, ids, positions, slots, q_len, context, tables, decodes: int,

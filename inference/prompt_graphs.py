@@ -6,7 +6,9 @@ of a short prompt's time to first token.
 
 The chunk is padded to the next bucket. Padding tokens come after the real ones, write their keys
 and values into the scratch block (owned by no sequence), and their queries lie past the chunk's
-length, which the attention kernel masks; only the last real token's logits are computed. All
+length, which the attention kernel masks; only the last real token's logits are computed. The
+attention tiles' context is split in parts (`parts`), so a chunk behind a long cached prefix is
+walked by many programs, not by one per tile and KV head. All
 inputs live in one static int32 buffer, filled on the host and sent in one copy per replay.
 
 `check()` compares replays with the eager step once at start-up (one tile and several, with and
@@ -24,7 +26,7 @@ import torch
 from .cuda_graphs import capture_graph
 from .fast_qwen3 import FastQwen3
 from .fast_step import PREFILL_TILE
-from .kernels.paged_attention import AttentionTiles
+from .kernels.paged_attention import AttentionTiles, decode_parts
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ class PromptGraphs:
                  scratch_block: int, device: torch.device, pool=None):
         self.fast, self.kv_cache, self.block_size = fast, kv_cache, block_size
         self.scratch_block, self.device, self.pool = scratch_block, device, pool
+        self.sms = (torch.cuda.get_device_properties(device).multi_processor_count
+                    if device.type == "cuda" else 1)
         top = PROMPT_BUCKETS[-1]
         tiles = -(-top // PREFILL_TILE)
         sizes = {"ids": top, "positions": top, "slots": top, "tile_seq": tiles, "tile_q0": tiles,
@@ -66,13 +70,21 @@ class PromptGraphs:
         start = self._layout[name]
         return self.buffer[start:start + n]
 
+    def parts(self, bucket: int) -> int:
+        """Context splits of a bucket's attention tiles: enough programs to fill the card twice
+        (at most 16), as for decode rows. The kernel divides each replay's own context among
+        them, so a chunk behind a long cached prefix (a shared system prompt) is not walked by
+        one program per tile and KV head; over a short context the extra parts read nothing."""
+        return decode_parts(-(-bucket // PREFILL_TILE), self.fast.kv_heads, self.sms)
+
     def _step(self, bucket: int) -> torch.Tensor:
         tiles = -(-bucket // PREFILL_TILE)
         meta = AttentionTiles(
             tile_seq=self._view("tile_seq", tiles), tile_q0=self._view("tile_q0", tiles),
             q_start=self._view("q_start", 1), q_len=self._view("q_len", 1),
             context=self._view("context", 1), block_tables=self.buffer[self._layout["tables"]:],
-            table_stride=self._view("stride", 1), block_q=PREFILL_TILE)
+            table_stride=self._view("stride", 1), block_q=PREFILL_TILE,
+            parts=self.parts(bucket), first_token=0, tokens=bucket)
         hidden = self.fast.forward(self._view("ids", bucket), self._view("positions", bucket),
                                    self._view("slots", bucket), [(meta, tiles)], self.kv_cache,
                                    self.block_size)
@@ -133,8 +145,9 @@ class PromptGraphs:
 
     def check(self, eager, blocks: list[int]) -> float:
         """The largest relative difference between a replay and the eager step padded to the same
-        bucket (`eager(ids, positions, slots, context, table, rows)` → logits: the same kernels on
-        the same shapes, so they agree to rounding even where a model amplifies it) over
+        bucket (`eager(ids, positions, slots, context, table, rows, parts)` → logits: the same
+        kernels on the same shapes and context splits, so they agree to rounding even where a
+        model amplifies it) over
         CHECK_PROMPTS, written into `blocks` (free ones, enough for CHECK_TOKENS tokens)."""
         bs, worst = self.block_size, 0.0
         for cached, n in CHECK_PROMPTS:
@@ -145,7 +158,8 @@ class PromptGraphs:
             if cached:
                 eager(ids[:cached], list(range(cached)), slots[:cached], cached, table, None)
             args = (ids[cached:], list(range(cached, context)), slots[cached:], context, table)
-            expected = eager(*args, self.bucket(n)).float()
+            bucket = self.bucket(n)
+            expected = eager(*args, bucket, self.parts(bucket)).float()
             got = self.replay(*args).float()
             worst = max(worst, (got - expected).norm().item() / max(expected.norm().item(), 1e-30))
         return worst

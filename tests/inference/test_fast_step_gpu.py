@@ -296,7 +296,7 @@ def test_graph_replay_matches_eager_between_buckets(graphed, batch):
         graphed.blocks.release(s)
 
 
-@pytest.mark.parametrize("cached", [0, 37])
+@pytest.mark.parametrize("cached", [0, 37, 1952])  # 1952: a shared system prompt's blocks
 @pytest.mark.parametrize("tokens", [2, 11, 16, 33, 100, 250])
 def test_a_lone_prompt_chunk_replays_from_a_graph_like_eager(graphed, tokens, cached):
     from inference.detokenizer import IncrementalDetokenizer
