@@ -6,7 +6,9 @@ without HTTP, on the Qwen3-4B-shaped NF4 model (bench_decode.make_model).
 - a mixed step: 16 decodes beside a 2,048-token chunk of a prompt whose context reaches 32K;
 - a 262,000-token prompt prefilled chunk by chunk (the full window), with the peak memory;
 - first, lone prompt chunks' steps (`prompt_steps`: 15 tokens behind a 1,952-token prefix, as
-  the shared-system-prompt followers run, against 15 and 128 tokens alone).
+  the shared-system-prompt followers run, against 15 and 128 tokens alone);
+- with `--decode-only`, just one stream's decode step (`one_stream`): the engine's step against
+  its CUDA graph replayed alone, so the difference is what runs outside the graph.
 By default the step is the engine's: Triton kernels with CUDA graphs for decode steps;
 `--no-cuda-graphs` and `--enforce-eager` (plain PyTorch) measure the others.
 
@@ -129,6 +131,26 @@ def prompt_steps(bench: Bench, repeats: int = 12) -> dict:
     return result
 
 
+def one_stream(bench: Bench, steps: int = 200) -> dict:
+    """Where one stream's decode step goes: the engine's step (runner.execute: inputs, the graph's
+    replay, sampling, the read of the id) against the decode graph replayed alone, back to back
+    (the GPU's time), and the profile of the engine's steps."""
+    seq = bench.seq(100, 1)
+    bench.prefill([seq])
+    step_ms = bench.timed([(seq, 1)], steps)
+    graph, _ = bench.runner.fast_step.graphs.graphs[1]
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        graph.replay()
+    torch.cuda.synchronize()
+    replay_ms = (time.perf_counter() - start) / steps * 1000
+    profile = profile_table(bench, [(seq, 1)], rows=30)
+    bench.release([seq])
+    return {"engine_step_ms": round(step_ms, 3), "graph_replay_alone_ms": round(replay_ms, 3),
+            "outside_the_graph_ms": round(step_ms - replay_ms, 3), "profile": profile}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--folder", default="/tmp/qwen3-4b-shape")
@@ -138,6 +160,8 @@ def main() -> None:
     parser.add_argument("--no-cuda-graphs", action="store_true")
     parser.add_argument("--prompt-steps-only", action="store_true",
                         help="only the lone prompt chunks' steps (prompt_steps)")
+    parser.add_argument("--decode-only", action="store_true",
+                        help="only one stream's decode step against its graph's replay alone")
     args = parser.parse_args()
     folder = Path(args.folder)
     make_model(folder)
@@ -152,6 +176,9 @@ def main() -> None:
     bench = Bench(folder, enforce_eager=args.enforce_eager, cuda_graphs=not args.no_cuda_graphs)
     save("step", bench.runner.describe())
     with torch.inference_mode():
+        if args.decode_only:
+            save("one_stream", one_stream(bench))
+            return
         save("prompt_steps", prompt_steps(bench))
         if args.prompt_steps_only:
             return

@@ -10,9 +10,9 @@ scaled per 256 scales by `state2.absmax`, plus `offset`.
 buckets, and prompt chunks above the largest where DEQUANTIZE beat bitsandbytes) where the
 start-up measurement (kernels/nf4_choice.py) found one of ours faster on this GPU and recorded it
 in `triton` (and `above`):
-- `_gemv_kernel` for one row (two rows run it twice): each program computes BLOCK_N outputs,
-  reading its rows' packed bytes with coalesced loads and summing element-wise until the end (no
-  cross-thread reduction in the loop);
+- `_gemv_kernel` (kernels/nf4_gemv.py) for one row (two rows run it twice): each program
+  computes BLOCK_N outputs, reading its rows' packed bytes with coalesced loads, the next
+  iteration's while it computes one, and summing element-wise until the end;
 - the tensor-core kernel (kernels/nf4_mma.py) for a few to tens of rows: the weights looked up
   in registers as the dots' operands, never written out;
 - `DEQUANTIZE` for many rows: `_dequant_kernel` writes the bfloat16 weight and cuBLAS multiplies,
@@ -32,6 +32,7 @@ import triton
 import triton.language as tl
 
 from .nf4_asm import lookup_asm
+from .nf4_gemv import _gemv_kernel
 from .nf4_mma import _mma_kernel, _scales, _sum_shares_kernel
 from .paged_attention import dot_precision
 
@@ -52,67 +53,6 @@ def _dequant_tile(w_ptr, absmax_ptr, code_ptr, code2_ptr, absmax2_ptr, offset, r
     scale = _scales(absmax_ptr, code2_ptr, absmax2_ptr, offset, idx, NESTED, BLOCKSIZE2)
     values = tl.reshape(values, (BLOCK_N, BLOCK_K // QBLOCK, QBLOCK)) * scale[:, :, None]
     return tl.reshape(values, (BLOCK_N, BLOCK_K))
-
-
-@triton.jit
-def _pairs(packed, pairs_ptr, ASM: tl.constexpr):
-    """Each byte's two code values as bfloat16 bits in one int32 (the high nibble's, the even
-    column, in the upper half): from registers through `ASM` (nf4_asm.pair_asm), else from the
-    table in memory."""
-    if ASM == "":
-        return tl.load(pairs_ptr + packed.to(tl.int32))
-    return tl.inline_asm_elementwise(ASM, "=r,=r,=r,=r,r", [packed], dtype=tl.int32,
-                                     is_pure=True, pack=4)
-
-
-@triton.jit
-def _gemv_kernel(x_ptr, w_ptr, pairs_ptr, code_ptr, absmax_ptr, code2_ptr, absmax2_ptr, offset,
-                 y_ptr, K, stride_w, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr,
-                 QBLOCK: tl.constexpr, NESTED: tl.constexpr, BLOCKSIZE2: tl.constexpr, X_PAIRS: tl.constexpr,
-                 ASM: tl.constexpr):
-    """y[rows] = W[rows] @ x for one input row (a decode step of one sequence), BLOCK_N outputs
-    per program.
-
-    Each iteration reads GROUPS quantization blocks of every row as they lie in memory
-    (BLOCK_N, GROUPS, QBLOCK / 2 bytes), 4 bytes a thread and coalesced across the warp (capped at
-    4 so that the weights share the int32 inputs' layout: no shuffle between them), and turns each
-    byte into its two weights: with bfloat16 inputs (X_PAIRS), `_pairs` (the two nibbles' code
-    values, bfloat16 bits, in one int32; two integer ops split them), and x is read as int32 too:
-    the even and odd inputs that meet a byte's two weights; with float32 or float16 inputs, the
-    codes at full precision from the 16 in `code_ptr` (the bfloat16 ones are off by up to 2⁻⁹).
-    The products are scaled and summed element-wise; nothing is reduced across threads until the
-    end."""
-    HALF: tl.constexpr = QBLOCK // 2
-    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    g = tl.arange(0, GROUPS)
-    t = tl.arange(0, HALF)
-    blocks = K // QBLOCK
-    rows = w_ptr + rn.to(tl.int64)[:, None, None] * stride_w  # K // 2, passed for its alignment
-    acc = tl.zeros((BLOCK_N, GROUPS, HALF), dtype=tl.float32)
-    for b0 in range(0, blocks, GROUPS):
-        live = b0 + g < blocks
-        byte = (b0 + g)[:, None] * HALF + t[None, :]  # (GROUPS, HALF) within the row
-        packed = tl.load(rows + tl.max_contiguous(byte, [1, 4])[None, :, :],
-                         mask=live[None, :, None], other=0)
-        if X_PAIRS:
-            pair = _pairs(packed, pairs_ptr, ASM)
-            hi = (pair & -65536).to(tl.float32, bitcast=True)
-            lo = (pair << 16).to(tl.float32, bitcast=True)
-            both = tl.load(x_ptr + byte, mask=live[:, None], other=0)
-            x_even = (both << 16).to(tl.float32, bitcast=True)
-            x_odd = (both & -65536).to(tl.float32, bitcast=True)
-        else:
-            code = packed.to(tl.int32)
-            hi = tl.load(code_ptr + (code >> 4))
-            lo = tl.load(code_ptr + (code & 15))
-            x_even = tl.load(x_ptr + 2 * byte, mask=live[:, None], other=0.0).to(tl.float32)
-            x_odd = tl.load(x_ptr + 2 * byte + 1, mask=live[:, None], other=0.0).to(tl.float32)
-        idx = rn.to(tl.int64)[:, None] * blocks + (b0 + g)[None, :]
-        scale = _scales(absmax_ptr, code2_ptr, absmax2_ptr, offset, idx, NESTED, BLOCKSIZE2,
-                        live[None, :])
-        acc += (hi * x_even[None] + lo * x_odd[None]) * scale[:, :, None]
-    y = tl.sum(tl.sum(acc, axis=2), axis=1)
-    tl.store(y_ptr + rn, y.to(y_ptr.dtype.element_ty))
 
 
 @triton.jit
@@ -175,6 +115,7 @@ class Config:
     num_warps: int = 4
     num_stages: int = 2
     split_k: int = 1
+    prefetch: bool = False  # the GEMV loads one iteration ahead (kernels/nf4_gemv.py)
 
     @property
     def dequantizes(self) -> bool:
@@ -379,7 +320,8 @@ class NF4Linear:
                 xs, self.packed, self.pairs, self.code, self.absmax, self.code2, self.absmax2,
                 self.offset, y[row], k, k // 2, BLOCK_N=config.block_n, GROUPS=groups, QBLOCK=self.qblock,
                 NESTED=self.nested, BLOCKSIZE2=self.blocksize2, X_PAIRS=pairs, ASM=asm,
-                num_warps=config.num_warps, num_stages=config.num_stages)
+                PREFETCH=config.prefetch, num_warps=config.num_warps,
+                num_stages=config.num_stages)
         return y
 
     def _mma(self, x: torch.Tensor, config: Config) -> torch.Tensor:

@@ -72,23 +72,27 @@ def test_nf4_products_match_the_dequantized_weight(rows, nested, dtype):
 
 
 @pytest.mark.parametrize("nested", [True, False])
-def test_the_gemv_takes_blocks_in_groups_with_a_partial_last(nested):
+@pytest.mark.parametrize("k", [640, 1024])  # 10 quantization blocks a row (a partial last group), 16
+def test_the_gemv_takes_blocks_in_groups_with_a_partial_last(nested, k):
     from inference.kernels.nf4 import Config, NF4Linear
 
     torch.manual_seed(11)
-    module = nf4_module(128, 640, nested)  # 10 quantization blocks a row
+    module = nf4_module(128, k, nested)
     linear = NF4Linear(module)
     weight = dequantized([module])
-    assert linear.asm  # the register lookup; "" (below) the table gather, as off NVIDIA
+    assert linear.asm  # the register lookup; "" (below) the gather from the codes, as off NVIDIA
     for asm in (linear.asm, ""):
         linear.asm = asm
-        for rows in (1, 2):
-            x = torch.randn(rows, 640, device=CUDA, dtype=torch.bfloat16)
-            expected = x.float() @ weight.t()
-            for block_n, groups, warps in ((4, 8, 2), (4, 16, 4), (2, 4, 1)):
-                got = linear.matmul(x, Config(block_n, 64 * groups, 0, num_warps=warps)).float()
-                torch.testing.assert_close(got, expected,
-                                           atol=2e-2 * expected.abs().max().item(), rtol=0)
+        for dtype in (torch.bfloat16, torch.float16, torch.float32):  # the PTX: bfloat16 only
+            for rows in (1, 2):
+                x = torch.randn(rows, k, device=CUDA, dtype=dtype)
+                expected = x.float() @ weight.t()
+                # bfloat16 rounds the codes (2⁻⁹) and the output; float32 meets the exact codes
+                tolerance = (1e-4 if dtype == torch.float32 else 2e-2) * expected.abs().max().item()
+                for block_n, groups, warps in ((4, 8, 2), (4, 16, 4), (2, 4, 1), (8, 2, 1)):
+                    got = linear.matmul(x, Config(block_n, 64 * groups, 0, num_warps=warps))
+                    assert got.dtype == dtype
+                    torch.testing.assert_close(got.float(), expected, atol=tolerance, rtol=0)
 
 
 @pytest.mark.parametrize("nested", [True, False])
@@ -296,7 +300,7 @@ def test_graph_replay_matches_eager_between_buckets(graphed, batch):
         graphed.blocks.release(s)
 
 
-@pytest.mark.parametrize("cached", [0, 37, 1952])  # 1952: a shared system prompt's blocks
+@pytest.mark.parametrize("cached", [0, 37, 1760])  # 1760: a long shared prefix (the window: 2,048)
 @pytest.mark.parametrize("tokens", [2, 11, 16, 33, 100, 250])
 def test_a_lone_prompt_chunk_replays_from_a_graph_like_eager(graphed, tokens, cached):
     from inference.detokenizer import IncrementalDetokenizer
