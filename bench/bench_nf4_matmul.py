@@ -98,8 +98,8 @@ def alternatives(m: int, n: int, k: int, kinds: str) -> list[Config]:
             for warps in (1, 2, 4):
                 per_thread = block_n * groups * 32 // (32 * warps)  # bytes per iteration
                 if n % block_n == 0 and 4 <= per_thread <= 64:
-                    options += [Config(block_n, groups * 64, 0, num_warps=warps, num_stages=s,
-                                       prefetch=p) for s in (1, 2) for p in (False, True)]
+                    options += [Config(block_n, groups * 64, 0, num_warps=warps, num_stages=s)
+                                for s in (1, 2)]
     return options
 
 

@@ -11,8 +11,8 @@ buckets, and prompt chunks above the largest where DEQUANTIZE beat bitsandbytes)
 start-up measurement (kernels/nf4_choice.py) found one of ours faster on this GPU and recorded it
 in `triton` (and `above`):
 - `_gemv_kernel` (kernels/nf4_gemv.py) for one row (two rows run it twice): each program
-  computes BLOCK_N outputs, reading its rows' packed bytes with coalesced loads, the next
-  iteration's while it computes one, and summing element-wise until the end;
+  computes BLOCK_N outputs, reading its rows' packed bytes with coalesced loads and summing
+  element-wise until the end (no cross-thread reduction in the loop);
 - the tensor-core kernel (kernels/nf4_mma.py) for a few to tens of rows: the weights looked up
   in registers as the dots' operands, never written out;
 - `DEQUANTIZE` for many rows: `_dequant_kernel` writes the bfloat16 weight and cuBLAS multiplies,
@@ -115,7 +115,6 @@ class Config:
     num_warps: int = 4
     num_stages: int = 2
     split_k: int = 1
-    prefetch: bool = False  # the GEMV loads one iteration ahead (kernels/nf4_gemv.py)
 
     @property
     def dequantizes(self) -> bool:
@@ -320,8 +319,7 @@ class NF4Linear:
                 xs, self.packed, self.pairs, self.code, self.absmax, self.code2, self.absmax2,
                 self.offset, y[row], k, k // 2, BLOCK_N=config.block_n, GROUPS=groups, QBLOCK=self.qblock,
                 NESTED=self.nested, BLOCKSIZE2=self.blocksize2, X_PAIRS=pairs, ASM=asm,
-                PREFETCH=config.prefetch, num_warps=config.num_warps,
-                num_stages=config.num_stages)
+                num_warps=config.num_warps, num_stages=config.num_stages)
         return y
 
     def _mma(self, x: torch.Tensor, config: Config) -> torch.Tensor:

@@ -52,9 +52,8 @@ def candidates(m: int, n: int, k: int, qblock: int) -> list[Config]:
     if m <= GEMV_MAX_ROWS:
         options += [gemv_config(n, k, qblock)] + [
             Config(block_n, groups * qblock, 0, num_warps=warps, num_stages=2)
-            for block_n, groups, warps in ((4, 8, 2), (4, 16, 4), (2, 16, 2), (8, 8, 4))] + [
-            Config(block_n, groups * qblock, 0, num_warps=warps, num_stages=1, prefetch=True)
-            for block_n, groups, warps in ((4, 8, 2), (4, 16, 4), (8, 8, 4), (4, 4, 1))]
+            for block_n, groups, warps in ((4, 8, 2), (4, 16, 4), (2, 16, 2), (8, 8, 4),
+                                           (4, 16, 2), (1, 32, 1))]
     if m >= 2:
         options += mma_candidates(m, n, k, qblock) + [DEQUANTIZE]
     unique = []

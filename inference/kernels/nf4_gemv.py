@@ -10,12 +10,11 @@ byte's two weights; with float32 or float16 inputs, the codes at full precision 
 `code_ptr` (the bfloat16 ones are off by up to 2⁻⁹). The products are scaled and summed
 element-wise; nothing is reduced across threads until the end.
 
-With PREFETCH, the loads of the next iteration are issued before the current one is computed
-(by hand: Triton pipelines only the loads that feed a `tl.dot`). A layer's row takes 5-10
-iterations; without it, each iteration's loads wait for memory and then its arithmetic waits for
-them, and the kernel ran at about 1 TB/s of the H200's 4.3 (bench/results/nf4-matmul-h200.json).
-Carried from one iteration to the next, the bytes cost repacking for the lookup (about 15% more
-instructions), so the start-up measurement times both forms.
+Two ways to feed it faster were measured on the H200 and dropped (bench/README.md): loading one
+iteration ahead (8-15% slower: the bytes carried to the next iteration cost repacking for the
+lookup; bench/results/nf4-gemv-prefetch-sweep-h200.json), and a form with a third fewer
+instructions (a 32-bit word a thread dotted with its inputs in one piece of PTX), slower under
+Triton 3.6, whose layouts moved x through shared memory at every iteration.
 """
 
 from __future__ import annotations
@@ -80,8 +79,8 @@ def _products(packed, x_a, x_b, scale, pairs_ptr, code_ptr, X_PAIRS: tl.constexp
 def _gemv_kernel(x_ptr, w_ptr, pairs_ptr, code_ptr, absmax_ptr, code2_ptr, absmax2_ptr, offset,
                  y_ptr, K, stride_w, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr,
                  QBLOCK: tl.constexpr, NESTED: tl.constexpr, BLOCKSIZE2: tl.constexpr,
-                 X_PAIRS: tl.constexpr, ASM: tl.constexpr, PREFETCH: tl.constexpr):
-    """y[rows] = W[rows] @ x (see the module's docstring); PREFETCH: load one iteration ahead."""
+                 X_PAIRS: tl.constexpr, ASM: tl.constexpr):
+    """y[rows] = W[rows] @ x (see the module's docstring)."""
     HALF: tl.constexpr = QBLOCK // 2
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     g = tl.arange(0, GROUPS)
@@ -90,22 +89,10 @@ def _gemv_kernel(x_ptr, w_ptr, pairs_ptr, code_ptr, absmax_ptr, code2_ptr, absma
     rows = w_ptr + rn.to(tl.int64)[:, None, None] * stride_w  # K // 2, passed for its alignment
     s_rows = rn.to(tl.int64)[:, None] * blocks
     acc = tl.zeros((BLOCK_N, GROUPS, HALF), dtype=tl.float32)
-    if PREFETCH:
-        packed, x_a, x_b, scale = _load_group(x_ptr, rows, absmax_ptr, code2_ptr, absmax2_ptr,
-                                              offset, s_rows, 0, blocks, g, t, HALF, NESTED,
-                                              BLOCKSIZE2, X_PAIRS)
-        for b0 in range(0, blocks, GROUPS):
-            # the next iteration's bytes in flight while this one computes (past the end: masked)
-            packed_n, x_a_n, x_b_n, scale_n = _load_group(
-                x_ptr, rows, absmax_ptr, code2_ptr, absmax2_ptr, offset, s_rows, b0 + GROUPS,
-                blocks, g, t, HALF, NESTED, BLOCKSIZE2, X_PAIRS)
-            acc += _products(packed, x_a, x_b, scale, pairs_ptr, code_ptr, X_PAIRS, ASM)
-            packed, x_a, x_b, scale = packed_n, x_a_n, x_b_n, scale_n
-    else:
-        for b0 in range(0, blocks, GROUPS):
-            packed, x_a, x_b, scale = _load_group(
-                x_ptr, rows, absmax_ptr, code2_ptr, absmax2_ptr, offset, s_rows, b0, blocks, g, t,
-                HALF, NESTED, BLOCKSIZE2, X_PAIRS)
-            acc += _products(packed, x_a, x_b, scale, pairs_ptr, code_ptr, X_PAIRS, ASM)
+    for b0 in range(0, blocks, GROUPS):
+        packed, x_a, x_b, scale = _load_group(
+            x_ptr, rows, absmax_ptr, code2_ptr, absmax2_ptr, offset, s_rows, b0, blocks, g, t,
+            HALF, NESTED, BLOCKSIZE2, X_PAIRS)
+        acc += _products(packed, x_a, x_b, scale, pairs_ptr, code_ptr, X_PAIRS, ASM)
     y = tl.sum(tl.sum(acc, axis=2), axis=1)
     tl.store(y_ptr + rn, y.to(y_ptr.dtype.element_ty))
