@@ -32,14 +32,16 @@ _key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                            description="The server's API key, when `Authorization` is taken.")
 
 
-def get_engine(request: Request) -> InferenceEngine:
+async def get_engine(request: Request) -> InferenceEngine:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a round trip through a
+    # worker thread on every request for an attribute read
     return request.app.state.engine
 
 
 EngineDep = Annotated["InferenceEngine", Depends(get_engine)]
 
 
-def require_api_key(
+async def require_api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     key_header: Annotated[str | None, Depends(_key_header)],
