@@ -8,8 +8,8 @@ The chunk is padded to the next bucket. Padding tokens come after the real ones,
 and values into the scratch block (owned by no sequence), and their queries lie past the chunk's
 length, which the attention kernel masks; only the last real token's logits are computed. The
 attention tiles' context is split in parts (`parts`), so a chunk behind a long cached prefix is
-walked by many programs, not by one per tile and KV head. All
-inputs live in one static int32 buffer, filled on the host and sent in one copy per replay.
+walked by many programs, not by one per tile and KV head. All inputs live in one static int32
+buffer, filled on the host and sent in one copy per replay.
 
 `check()` compares replays with the eager step once at start-up (one tile and several, with and
 without a cached prefix); the engine keeps the graphs only if they agree.
@@ -147,8 +147,8 @@ class PromptGraphs:
         """The largest relative difference between a replay and the eager step padded to the same
         bucket (`eager(ids, positions, slots, context, table, rows, parts)` → logits: the same
         kernels on the same shapes and context splits, so they agree to rounding even where a
-        model amplifies it) over
-        CHECK_PROMPTS, written into `blocks` (free ones, enough for CHECK_TOKENS tokens)."""
+        model amplifies it) over CHECK_PROMPTS, written into `blocks` (free ones, enough for
+        CHECK_TOKENS tokens)."""
         bs, worst = self.block_size, 0.0
         for cached, n in CHECK_PROMPTS:
             ids = [1000 + 37 * i for i in range(cached + n)]

@@ -12,9 +12,10 @@ element-wise; nothing is reduced across threads until the end.
 
 Two ways to feed it faster were measured on the H200 and dropped (bench/README.md): loading one
 iteration ahead (8-15% slower: the bytes carried to the next iteration cost repacking for the
-lookup; bench/results/nf4-gemv-prefetch-sweep-h200.json), and a form with a third fewer
-instructions (a 32-bit word a thread dotted with its inputs in one piece of PTX), slower under
-Triton 3.6, whose layouts moved x through shared memory at every iteration.
+lookup; bench/results/nf4-gemv-prefetch-sweep-h200.json), and a form with fewer instructions
+(a 32-bit word a thread dotted with its eight inputs in one piece of PTX: 254 a thread for 16
+bytes against 281 under Triton 3.9), slower under Triton 3.6, whose layouts moved x through
+shared memory between barriers 8 times an iteration.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def test_nf4_products_match_the_dequantized_weight(rows, nested, dtype):
 
 
 @pytest.mark.parametrize("nested", [True, False])
-@pytest.mark.parametrize("k", [640, 1024])  # 10 quantization blocks a row (a partial last group), 16
+@pytest.mark.parametrize("k", [640, 1024])  # 10 blocks a row (a partial last group), 16
 def test_the_gemv_takes_blocks_in_groups_with_a_partial_last(nested, k):
     from inference.kernels.nf4 import Config, NF4Linear
 
@@ -89,7 +89,8 @@ def test_the_gemv_takes_blocks_in_groups_with_a_partial_last(nested, k):
                 expected = x.float() @ weight.t()
                 # bfloat16 rounds the codes (2⁻⁹) and the output; float32 meets the exact codes
                 tolerance = (1e-4 if dtype == torch.float32 else 2e-2) * expected.abs().max().item()
-                for block_n, groups, warps in ((4, 8, 2), (4, 16, 4), (2, 4, 1), (8, 2, 1)):
+                for block_n, groups, warps in ((4, 8, 2), (4, 16, 4), (2, 4, 1), (8, 2, 1),
+                                               (1, 32, 1)):
                     got = linear.matmul(x, Config(block_n, 64 * groups, 0, num_warps=warps))
                     assert got.dtype == dtype
                     torch.testing.assert_close(got.float(), expected, atol=tolerance, rtol=0)
