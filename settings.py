@@ -138,13 +138,16 @@ class Settings(EngineSettings):
 _DOC_DEFAULTS = {
     "host": ("`127.0.0.1` (`0.0.0.0` on a Space)", "127.0.0.1 (0.0.0.0 on a Space)"),
     "cache_dir": ("`~/.cache/nf4serve`", "$XDG_CACHE_HOME/nf4serve, else ~/.cache/nf4serve"),
+    "async_scheduling": ("on with CUDA, off on CPU", "on with CUDA, off on CPU"),
 }
 
 
-def _flag(name: str, default: object) -> str:
-    """The flag of a setting as the README shows it; a boolean has both forms, `--ui/--no-ui`."""
+def _flag(name: str, field) -> str:
+    """The flag of a setting as the README shows it; a boolean (optional or not) has both forms,
+    `--ui/--no-ui`."""
     flag = name.replace("_", "-")
-    return f"`--{flag}/--no-{flag}`" if isinstance(default, bool) else f"`--{flag}`"
+    boolean = field.annotation in (bool, bool | None)
+    return f"`--{flag}/--no-{flag}`" if boolean else f"`--{flag}`"
 
 
 def _default_text(name: str, field) -> str:
@@ -191,7 +194,7 @@ def markdown_table(settings_cls: type[Settings] = Settings) -> str:
     for name, field in settings_cls.model_fields.items():
         description = (field.description or "").replace("|", "\\|")
         rows.append(
-            f"| {_flag(name, field.default)} | `{ENV_PREFIX}{name.upper()}` "
+            f"| {_flag(name, field)} | `{ENV_PREFIX}{name.upper()}` "
             f"| {_default_text(name, field)} | {description} |"
         )
     return "\n".join(rows) + "\n"

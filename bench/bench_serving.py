@@ -294,6 +294,7 @@ async def main() -> None:
                 save("full_window", await full_window(client, tokenizer, args.window_timeout))
             info = (await client.get(f"{URL}/model/info")).json()
             save("kv_cache_after", info["kv_cache"])
+            save("counters", info["counters"])  # steps, and those launched ahead (async)
             save("gpu_memory", info["memory"]["gpu"])
     finally:
         server.terminate()

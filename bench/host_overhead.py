@@ -3,7 +3,7 @@ of chunks between threads) adds to each step, with the model step replaced by a 
 needs no GPU, and it is not a model benchmark: no figure here is a tokens/s of a model.
 
 The server runs in a subprocess (`--serve`): the real app on the built-in model, except that
-`ModelRunner.execute` is a synthetic step: `--launches` small tensor ops (each releases and takes
+`ModelRunner.launch` and `collect` are a synthetic step: `--launches` small tensor ops (each releases and takes
 back the GIL, as a kernel launch from Python does), then `--step-ms` of waiting without the GIL
 (the device computing; reading the sampled ids waits like this), then a random ordinary token per
 sequence. The step's chunks go to the event loops (`while_waiting`) either before the step
@@ -45,7 +45,7 @@ def synthetic_step(step_s: float, launches: int, hand_over: str) -> None:
     scratch = torch.zeros(64)
     rng = random.Random(0)
 
-    def execute(self, scheduled, while_waiting=None):
+    def launch(self, scheduled, carried=None, while_waiting=None):
         if while_waiting is not None and hand_over == "before":
             while_waiting()
             while_waiting = None
@@ -53,11 +53,19 @@ def synthetic_step(step_s: float, launches: int, hand_over: str) -> None:
             scratch.add_(1)
         if while_waiting is not None:
             while_waiting()
-        time.sleep(step_s)
         to_sample = [seq for seq, n in scheduled if seq.num_computed + n == len(seq.token_ids)]
-        return to_sample, SampledBatch([rng.randrange(1000, 20000) for _ in to_sample], {}, {})
+        if not to_sample:
+            time.sleep(step_s)
+        return to_sample, to_sample or None
 
-    runner.ModelRunner.execute = execute
+    def collect(self, pending):
+        if pending is None:
+            return SampledBatch([], {}, {})
+        time.sleep(step_s)
+        return SampledBatch([rng.randrange(1000, 20000) for _ in pending], {}, {})
+
+    runner.ModelRunner.launch = launch
+    runner.ModelRunner.collect = collect
 
 
 def serve(args: argparse.Namespace) -> None:

@@ -109,11 +109,13 @@ class BlockManager:
         block.ref_count += 1
 
     def commit(self, seq: Sequence) -> None:
-        """Register the blocks that `seq`'s last step filled, so later requests can reuse them."""
+        """Register the blocks that `seq`'s steps filled, so later requests can reuse them: those
+        whose tokens are all computed and known (under async scheduling the last computed one may
+        not be read back yet)."""
         if not self.prefix_caching:
             return
         tokens = seq.token_ids
-        full = min(seq.num_computed // self.block_size, len(seq.block_table))
+        full = min(min(seq.num_computed, len(tokens)) // self.block_size, len(seq.block_table))
         previous = seq.block_hashes[-1] if seq.block_hashes else -1
         for i in range(len(seq.block_hashes), full):
             previous = block_hash(previous, tuple(tokens[i * self.block_size:(i + 1) * self.block_size]))

@@ -125,6 +125,14 @@ class EngineSettings(BaseSettings):
         "and a lone prompt chunk of up to 256 tokens, at start-up and replay them; "
         "`--no-cuda-graphs` runs every step eagerly.",
     )
+    async_scheduling: bool | None = Field(
+        None,
+        description="While only decodes run, queue each step on the device before the previous "
+        "one's tokens are read back, so that the host's work per token (text, streaming, "
+        "scheduling) overlaps the device's; a step that needs the tokens first (a grammar, "
+        "penalties, logprobs, a request to admit) waits for them. Default: on with CUDA, off on "
+        "CPU, where nothing overlaps.",
+    )
     enforce_eager: bool = Field(
         False,
         description="Run the plain PyTorch step (bitsandbytes matmuls, SDPA attention) instead of "

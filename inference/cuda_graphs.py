@@ -118,14 +118,17 @@ class DecodeGraphs:
         return start + batch * width
 
     def replay(self, ids: list[int], positions: list[int], slots: list[int], contexts: list[int],
-               tables: list[list[int]]) -> torch.Tensor:
-        """Logits (n, vocab) of one decode step over n sequences (n at most max_batch)."""
+               tables: list[list[int]], carried: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (n, vocab) of one decode step over n sequences (n at most max_batch). `carried`
+        (on the device) replaces the first of `ids`: tokens the host has not read back yet."""
         n = len(ids)
         batch = self.bucket(n)
         self._sent.synchronize()
         used = self._fill(ids, positions, slots, contexts, tables, batch)
         self.buffer[:used].copy_(self.host[:used], non_blocking=True)
         self._sent.record()
+        if carried is not None:
+            self._view("ids", len(carried)).copy_(carried)
         graph, logits = self.graphs[batch]
         graph.replay()
         return logits[:n]

@@ -44,14 +44,17 @@ class FastStep:
         # the buffer (a step that samples nothing reads nothing back, so nothing else waits).
         self._sent = torch.cuda.Event() if device.type == "cuda" else None
 
-    def run(self, scheduled: list[tuple[Sequence, int]]) -> tuple[list[Sequence], torch.Tensor]:
-        """Compute `n` more tokens of each (sequence, n); logits of the sequences now complete."""
+    def run(self, scheduled: list[tuple[Sequence, int]], carried: torch.Tensor | None = None,
+            ) -> tuple[list[Sequence], torch.Tensor]:
+        """Compute `n` more tokens of each (sequence, n); logits of the sequences now complete.
+        `carried`: the device ids of the first rows (decodes), which the host does not have yet."""
         ordered = [x for x in scheduled if x[1] == 1] + [x for x in scheduled if x[1] > 1]
         step = flatten_step(ordered, self.block_size)
         decodes = sum(1 for _, n in ordered if n == 1)
         graphs = self.graphs
         if decodes == len(ordered) and graphs is not None and graphs.bucket(decodes) is not None:
-            logits = graphs.replay(step.ids, step.positions, step.slots, step.context, step.tables)
+            logits = graphs.replay(step.ids, step.positions, step.slots, step.context, step.tables,
+                                   carried)
             if len(step.sample_rows) < decodes:
                 logits = logits[device_tensor(step.sample_rows, self.device)]
             return step.to_sample, logits
@@ -62,7 +65,7 @@ class FastStep:
                                     step.tables[0])
             return (step.to_sample, logits) if step.to_sample else ([], logits[:0])
         hidden = self._eager(step.ids, step.positions, step.slots, step.q_len, step.context,
-                             step.tables, decodes)
+                             step.tables, decodes, carried=carried)
         if not step.to_sample:
             return [], hidden[:0]
         rows = device_tensor(step.sample_rows, self.device)
@@ -90,8 +93,9 @@ class FastStep:
         return self.fast.logits(hidden[n - 1:n])
 
     def _eager(self, ids, positions, slots, q_len, context, tables, decodes: int,
-               parts: int | None = None) -> torch.Tensor:
-        """The step run eagerly; `parts` forces the prompt tiles' context splits (warm-up)."""
+               parts: int | None = None, carried: torch.Tensor | None = None) -> torch.Tensor:
+        """The step run eagerly; `parts` forces the prompt tiles' context splits (warm-up);
+        `carried` overwrites the first ids on the device."""
         groups = [range(0, decodes), range(decodes, len(q_len))]
         arrays: list[np.ndarray] = [np.asarray(ids), np.asarray(positions), np.asarray(slots)]
         specs = []
@@ -116,6 +120,8 @@ class FastStep:
                           int(q_start[group.start]), sum(lens)))
             arrays.extend(np.asarray(f) for f in fields)
         views = self._send(arrays)
+        if carried is not None:
+            views[0][:len(carried)].copy_(carried)
         launches = []
         for first, block_q, num_tiles, splits, first_token, tokens in specs:
             v = views[first:first + 7]

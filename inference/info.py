@@ -94,6 +94,8 @@ def model_info(engine: Engine) -> dict[str, Any]:
             "mean_tokens_per_second": round(counters.mean_tokens_per_second, 3) if counters else 0.0,
             "active_requests": engine.active_count,
             "queue_depth": engine.queue_depth,
+            "steps": counters.steps if counters else 0,
+            "steps_launched_ahead": counters.steps_ahead if counters else 0,
         },
         "kv_cache": kv_cache(scheduler),
         "step": scheduler.runner.describe() if scheduler is not None else None,

@@ -18,7 +18,7 @@ from .attention import AttentionMetadata, DecodeGroup, PrefillChunk, group_by_le
 from .config import EngineSettings
 from .loader import LoadedModel
 from .qwen3 import PagedQwen3
-from .sampling import SampledBatch, Sampler
+from .sampling import PendingSample, SampledBatch, Sampler
 from .sequence import Sequence
 from .step_inputs import device_tensor, flatten_step
 
@@ -48,6 +48,8 @@ class ModelRunner:
         self.block_size = settings.block_size
         self.max_batched_tokens = settings.max_num_batched_tokens or default_batched_tokens(self.device)
         self.max_seqs = settings.max_active_requests
+        self.async_scheduling = (settings.async_scheduling if settings.async_scheduling is not None
+                                 else self.device.type == "cuda")
         vocab_size = int(loaded.model.config.vocab_size)
         self._token_text: dict[int, str] = {}
         self.sampler = Sampler(vocab_size, len(self.tokenizer), self.device, self.token_text)
@@ -193,6 +195,7 @@ class ModelRunner:
         fast = self.fast_model is not None
         return {
             "kernels": "triton" if fast else "pytorch",
+            "async_scheduling": self.async_scheduling,
             "cuda_graphs": bool(self.graph_buckets),
             "graph_batch_sizes": self.graph_buckets,
             "prompt_graph_tokens": self.prompt_graph_tokens,
@@ -280,29 +283,51 @@ class ModelRunner:
         return text
 
     # -- one step -----------------------------------------------------------------------------
-    def execute(self, scheduled: list[tuple[Sequence, int]],
-                while_waiting: Callable[[], None] | None = None,
-                ) -> tuple[list[Sequence], SampledBatch]:
-        """Compute `n` more tokens of each (sequence, n); sample for those now complete.
-        `while_waiting` runs once the forward pass is queued on the GPU, while the device works:
-        host work that then does not delay the step. A CPU computes as it is asked, so there it
-        runs first, not a whole step later."""
+    def launch(self, scheduled: list[tuple[Sequence, int]], carried: torch.Tensor | None = None,
+               while_waiting: Callable[[], None] | None = None,
+               ) -> tuple[list[Sequence], PendingSample | None]:
+        """Queue the computation of `n` more tokens of each (sequence, n) and the sampling of
+        those now complete; `collect` reads the sampled ids back. `carried` holds, on the device,
+        the input ids of the step's first rows when the step before sampled them and they are not
+        read back yet (async scheduling). `while_waiting` runs once the forward pass is queued on
+        the GPU, while the device works: host work that then does not delay the step. A CPU
+        computes as it is asked, so there it runs first, not a whole step later."""
         if while_waiting is not None and self.device.type != "cuda":
             while_waiting()
             while_waiting = None
         if self.fast_step is not None:
-            to_sample, logits = self.fast_step.run(scheduled)
+            to_sample, logits = self.fast_step.run(scheduled, carried)
         else:
-            to_sample, logits = self._eager(scheduled)
+            to_sample, logits = self._eager(scheduled, carried)
         if while_waiting is not None:
             while_waiting()
         if not to_sample:
-            return [], SampledBatch([], {}, {})
+            return [], None
         for seq in to_sample:
             self.sampler.prepare(seq)
-        return to_sample, self.sampler(logits, to_sample)
+        return to_sample, self.sampler.launch(logits, to_sample)
 
-    def _eager(self, scheduled: list[tuple[Sequence, int]]) -> tuple[list[Sequence], torch.Tensor]:
+    def collect(self, pending: PendingSample | None) -> SampledBatch:
+        """The ids a launched step sampled (waiting for the device), with logprobs and failures."""
+        return self.sampler.collect(pending) if pending is not None else SampledBatch([], {}, {})
+
+    def execute(self, scheduled: list[tuple[Sequence, int]],
+                while_waiting: Callable[[], None] | None = None,
+                ) -> tuple[list[Sequence], SampledBatch]:
+        """`launch` and `collect` in one: compute, sample and read the ids back."""
+        to_sample, pending = self.launch(scheduled, None, while_waiting)
+        return to_sample, self.collect(pending)
+
+    def carry(self, pending: PendingSample, rows: list[int]) -> torch.Tensor:
+        """The ids `pending` sampled for its `rows`, on the device: the next step's inputs. A
+        failed row's code becomes id 0 (the row's sequence has ended; its token is dropped)."""
+        chosen = pending.chosen
+        if rows != list(range(len(pending.seqs))):
+            chosen = chosen[device_tensor(rows, self.device)]
+        return chosen.clamp(min=0)
+
+    def _eager(self, scheduled: list[tuple[Sequence, int]], carried: torch.Tensor | None = None,
+               ) -> tuple[list[Sequence], torch.Tensor]:
         """The plain PyTorch step: the loaded modules and SDPA over the paged cache."""
         bs = self.block_size
         step = flatten_step(scheduled, bs)
@@ -332,7 +357,10 @@ class ModelRunner:
             blocks = torch.tensor(table, device=device)
             slots = (blocks.unsqueeze(-1) * bs + offsets).flatten()[:context]
             meta.prefill.append(PrefillChunk(row, n, slots))
-        hidden = self.model.forward(torch.tensor(step.ids, device=device),
+        ids = device_tensor(step.ids, device)
+        if carried is not None:
+            ids[:len(carried)] = carried
+        hidden = self.model.forward(ids,
                                     torch.tensor(step.positions, device=device), meta, self.kv_cache)
         if not step.to_sample:
             return [], hidden[:0]

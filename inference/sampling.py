@@ -68,6 +68,18 @@ def truncate_sorted(values: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tens
 
 
 @dataclass
+class PendingSample:
+    """A batch's sampling queued on the device (`Sampler.launch`), read back by `collect`."""
+
+    seqs: list[Sequence]
+    logits: torch.Tensor
+    chosen: torch.Tensor  # (rows,) int64 on the device: the ids, or a failure code (negative)
+    errors: dict[int, str]
+    host: torch.Tensor | None = None  # pinned copy of `chosen` (GPU)
+    ready: torch.cuda.Event | None = None  # recorded after that copy
+
+
+@dataclass
 class SampledBatch:
     token_ids: list[int]  # one per row; negative where the row failed (see errors)
     logprobs: dict[int, TokenLogprob]  # row -> logprob, for rows that asked
@@ -192,7 +204,9 @@ class Sampler:
             kept = max(1, int((values > NEG_INF).sum(dim=-1).max()))
             values, ids = values[:, :kept], ids[:, :kept]
         probs = torch.softmax(values, dim=-1)
-        keys = device_tensor([row_key(seqs[i].noise_seed, len(seqs[i].output_ids)) for i in rows],
+        # The index of the token being sampled counts those sampled but not yet read back.
+        keys = device_tensor([row_key(seqs[i].noise_seed,
+                                      len(seqs[i].output_ids) + seqs[i].in_flight) for i in rows],
                              self.device, torch.int64).unsqueeze(1)
         noise = exponential_noise(keys, ids)
         picked = ids.gather(1, (probs / noise).argmax(dim=-1, keepdim=True)).squeeze(1)
@@ -201,22 +215,46 @@ class Sampler:
         chosen[index] = torch.where(ok & (chosen[index] >= 0), picked, chosen[index])
         return chosen
 
-    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SampledBatch:
+    def launch(self, logits: torch.Tensor, seqs: list[Sequence]) -> PendingSample:
+        """Queue the whole batch's sampling on the device; nothing waits for it. On a GPU the
+        chosen ids are copied to pinned memory behind it, so `collect` waits for this step alone,
+        not for whatever is queued after it (the next step, under async scheduling)."""
         errors: dict[int, str] = {}
         self.adjust(logits, seqs, errors)
         chosen = self.choose(logits, seqs)
-        logprob_rows = [i for i, s in enumerate(seqs) if s.params.logprobs is not None]
-        token_ids = chosen.tolist()  # the one synchronisation of the step
+        pending = PendingSample(seqs, logits, chosen, errors)
+        if self.device.type == "cuda":
+            pending.host = torch.empty(chosen.shape, dtype=chosen.dtype, pin_memory=True)
+            pending.host.copy_(chosen, non_blocking=True)
+            pending.ready = torch.cuda.Event()
+            pending.ready.record()
+        return pending
+
+    def collect(self, pending: PendingSample) -> SampledBatch:
+        """The chosen ids on the host (the one synchronisation of a step), with logprobs and
+        failures. Rows of sequences that ended meanwhile get no logprobs: under async scheduling
+        the logits they would read are already the next step's."""
+        seqs, errors = pending.seqs, pending.errors
+        if pending.ready is not None:
+            pending.ready.synchronize()
+            token_ids = pending.host.tolist()
+        else:
+            token_ids = pending.chosen.tolist()
         for i, token in enumerate(token_ids):
             if token < 0 and i not in errors:
                 errors[i] = FAILURES[token]
-        logprobs = (self._logprobs(logits, chosen, token_ids, seqs, logprob_rows)
+        logprob_rows = [i for i, s in enumerate(seqs)
+                        if s.params.logprobs is not None and not s.finished]
+        logprobs = (self._logprobs(pending.logits, pending.chosen, token_ids, seqs, logprob_rows)
                     if logprob_rows else {})
         for i, s in enumerate(seqs):
             if s.counts is not None and token_ids[i] >= 0 and i not in errors:
                 s.counts[token_ids[i]] += 1
                 s.seen[token_ids[i]] = True
         return SampledBatch(token_ids, logprobs, errors)
+
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SampledBatch:
+        return self.collect(self.launch(logits, seqs))
 
     def _logprobs(self, logits: torch.Tensor, chosen: torch.Tensor, token_ids: list[int],
                   seqs: list[Sequence], rows: list[int]) -> dict[int, TokenLogprob]:

@@ -32,6 +32,7 @@ from .block_manager import BlockManager
 from .errors import EngineOverloadedError, EngineStoppingError
 from .outbox import Outbox
 from .runner import ModelRunner
+from .sampling import PendingSample
 from .sequence import Sequence
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,16 @@ def retry_after(queue_depth: int, rate: float) -> int:
 
 
 @dataclass
+class LaunchedStep:
+    """A step queued on the device whose sampled ids are not read back yet."""
+
+    scheduled: list[tuple[Sequence, int]]
+    to_sample: list[Sequence]
+    pending: PendingSample | None
+    started: float  # perf_counter() at launch
+
+
+@dataclass
 class Counters:
     requests: int = 0
     completed: int = 0
@@ -83,6 +94,8 @@ class Counters:
     tokens_generated: int = 0
     decode_seconds: float = 0.0  # summed over finished requests, for the mean tokens/s
     decode_tokens: int = 0
+    steps: int = 0  # forward passes launched
+    steps_ahead: int = 0  # of which launched before the previous one's tokens were read back
 
     @property
     def mean_tokens_per_second(self) -> float:
@@ -117,6 +130,7 @@ class Scheduler:
         # Steps since the last one that read results back: on a GPU a step that samples nothing
         # does not wait for the device, so the next one that does waits for them too.
         self._queued_steps = 0
+        self.async_steps = runner.async_scheduling
 
     def start(self) -> None:
         self._thread.start()
@@ -198,7 +212,11 @@ class Scheduler:
         send them while this thread waits for the device, instead of holding the GIL while it
         queues that work (so a cancelled stream may get one token more than on a CPU, where they
         are handed over before the next step). With no step to follow, they are handed over
-        before this thread waits for work."""
+        before this thread waits for work.
+
+        With async scheduling, while only decodes run and nothing waits, each step is followed by
+        the next one before its tokens are read back (`_follow_up`): the device computes step N+1
+        while this thread turns step N's tokens into text."""
         with self._wake:
             while (not self._stopping and not self.waiting and not self.running
                    and self._abort_reason is None):
@@ -211,30 +229,97 @@ class Scheduler:
                 self.outbox.flush()
                 return True
             scheduled = self.schedule()
-        if scheduled:
-            self._run(scheduled)
-        else:
+        if not scheduled:
             self.outbox.flush()
+            return True
+        step = self._launch(scheduled)
+        while step is not None:
+            following = None
+            if self.async_steps and step.to_sample:
+                with self._wake:
+                    batch = self._follow_up(step)
+                if batch:
+                    following = self._launch(batch, step)
+            self._complete(step)
+            step = following
         return True
 
-    def _run(self, scheduled: list[tuple[Sequence, int]]) -> None:
+    def _launch(self, scheduled: list[tuple[Sequence, int]], previous: LaunchedStep | None = None,
+                ) -> LaunchedStep | None:
+        """Queue a step on the device; None if that failed (its requests have ended). With
+        `previous` (async scheduling), its sampled ids, still on the device, are this step's
+        inputs."""
         start = time.perf_counter()
         try:
-            sampled_seqs, sampled = self.runner.execute(scheduled, self.outbox.flush)
-        except Exception as exc:  # the step failed: its requests end, the server goes on
-            self.outbox.flush()
-            logger.exception("model step failed")
-            if isinstance(exc, torch.OutOfMemoryError):
-                self.runner.release_memory()
-            for seq, _ in scheduled:
-                self._end(seq, "error", f"{type(exc).__name__}: {exc}")
-            return
-        self._log_if_slow(scheduled, time.perf_counter() - start, self._queued_steps)
-        self._queued_steps = 0 if sampled_seqs else self._queued_steps + 1
+            carried = None
+            if previous is not None:
+                rows = {id(seq): row for row, seq in enumerate(previous.to_sample)}
+                carried = self.runner.carry(previous.pending,
+                                            [rows[id(seq)] for seq, _ in scheduled])
+            to_sample, pending = self.runner.launch(scheduled, carried, self.outbox.flush)
+        except Exception as exc:
+            self._failed(scheduled, exc)
+            return None
         for seq, n in scheduled:
             seq.num_computed += n
             self.blocks.commit(seq)
-        for row, seq in enumerate(sampled_seqs):
+        for seq in to_sample:
+            seq.in_flight += 1
+        self.counters.steps += 1
+        self.counters.steps_ahead += previous is not None
+        return LaunchedStep(scheduled, to_sample, pending, start)
+
+    def _failed(self, scheduled: list[tuple[Sequence, int]], exc: Exception) -> None:
+        """A step failed: its requests end, the server goes on."""
+        self.outbox.flush()
+        logger.error("model step failed", exc_info=exc)
+        if isinstance(exc, torch.OutOfMemoryError):
+            self.runner.release_memory()
+        for seq, _ in scheduled:
+            if not seq.finished:
+                self._end(seq, "error", f"{type(exc).__name__}: {exc}")
+
+    def _follow_up(self, step: LaunchedStep) -> list[tuple[Sequence, int]] | None:
+        """The next step of decodes to launch before `step`'s tokens are read back, or None when
+        the next step must be decided on them: something waits to be admitted or aborted, a
+        sequence is prefilling or cancelled, a grammar, logits processor, penalty or logprobs
+        needs the host's view of the tokens, or the KV pool has no room without preempting. Every
+        sequence `step` samples takes part but one that will surely have ended (its last token by
+        max_tokens); a sequence that ends on `step`'s token drops the token computed after it.
+        Called with the lock held."""
+        if self._stopping or self._abort_reason is not None or self.waiting:
+            return None
+        live = [seq for seq in step.to_sample if not seq.finished]
+        if len(live) != len(self.running) or any(seq.cancelled for seq in live):
+            return None  # a running sequence is prefilling, or one must end now
+        batch = []
+        for seq in live:
+            p = seq.params
+            if (seq.matcher is not None or p.logits_processors or seq.counts is not None
+                    or p.logprobs is not None):
+                return None
+            if len(seq.output_ids) + seq.in_flight < seq.max_tokens:
+                batch.append((seq, 1))
+        need = sum(self.blocks.blocks_needed(seq, 1) for seq, _ in batch)
+        if not batch or not self.blocks.can_allocate(need):
+            return None
+        for seq, _ in batch:
+            self.blocks.allocate(seq, 1)
+        return batch
+
+    def _complete(self, step: LaunchedStep) -> None:
+        """Read a launched step's sampled ids back and hand each sequence its token."""
+        try:
+            sampled = self.runner.collect(step.pending)
+        except Exception as exc:
+            self._failed(step.scheduled, exc)
+            return
+        self._log_if_slow(step.scheduled, time.perf_counter() - step.started, self._queued_steps)
+        self._queued_steps = 0 if step.to_sample else self._queued_steps + 1
+        for row, seq in enumerate(step.to_sample):
+            seq.in_flight -= 1
+            if seq.finished:
+                continue  # ended on the step before this one's token (async scheduling)
             error = sampled.errors.get(row)
             if error is None:
                 token = sampled.token_ids[row]
@@ -244,6 +329,7 @@ class Scheduler:
                         seq.matcher.consume([token])
                     except Exception as exc:
                         error = str(exc)
+                self.blocks.commit(seq)  # the token may complete a block
             if error is not None and not seq.finished:
                 logger.error("generation failed for request %s: %s", seq.request_id, error)
                 seq.abort("error", error)

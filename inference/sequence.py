@@ -53,7 +53,10 @@ class Sequence:
         self._held_ids: list[int] = []  # tokens whose text is not out yet (split characters)
         self._held_logprobs: list[TokenLogprob] = []
         self.token_ids: list[int] = list(prompt_ids)  # prompt + output: what the cache must hold
-        self.num_computed = 0  # leading token_ids whose keys and values are in the cache
+        # Leading tokens whose keys and values are in the cache or queued to be. Under async
+        # scheduling one more than token_ids holds, while that token's id is still on the device.
+        self.num_computed = 0
+        self.in_flight = 0  # tokens sampled on the device whose ids are not read back yet
         self.block_table: list[int] = []  # the cache blocks holding token_ids, in order
         self.block_hashes: list[int] = []  # content hashes of the full blocks, in order
         # Sampling state, made by the sampler on first use.

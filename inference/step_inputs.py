@@ -37,19 +37,23 @@ class StepTokens:
 
 def flatten_step(scheduled: list[tuple[Sequence, int]], block_size: int) -> StepTokens:
     """The next `n` tokens of each (sequence, n), in order; a sequence is sampled when this step
-    computes its last token."""
+    computes its last token. A token not on the host yet (sampled by the step before, still on
+    the device: async scheduling) gets id 0 here; the runner copies the real one in on the
+    device."""
     step, bs = StepTokens(), block_size
     for seq, n in scheduled:
         start, table = seq.num_computed, seq.block_table
         row = len(step.ids)
-        step.ids.extend(seq.token_ids[start:start + n])
+        known = seq.token_ids[start:start + n]
+        step.ids.extend(known)
+        step.ids.extend([0] * (n - len(known)))
         step.positions.extend(range(start, start + n))
         step.slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
         step.q_len.append(n)
         step.context.append(start + n)
         step.tables.append(table[: -(-(start + n) // bs)])
         step.starts.append(row)
-        if start + n == len(seq.token_ids):
+        if start + n >= len(seq.token_ids):
             step.sample_rows.append(row + n - 1)
             step.to_sample.append(seq)
     return step

@@ -32,13 +32,13 @@ def test_host_work_runs_once_per_step_before_a_cpu_computes(runner, chunk, monke
                    set(), IncrementalDetokenizer(loaded.tokenizer), lambda chunk: None)
     blocks.allocate(seq, chunk)
     calls = []
-    original = model.sampler.__call__.__func__
+    original = model.sampler.launch.__func__
 
     def sampler(self, logits, seqs):
         calls.append("sample")
         return original(self, logits, seqs)
 
-    monkeypatch.setattr(type(model.sampler), "__call__", sampler)
+    monkeypatch.setattr(type(model.sampler), "launch", sampler)
     sampled, batch = model.execute([(seq, chunk)], lambda: calls.append("hand over"))
     if chunk == 20:
         assert sampled == [seq] and len(batch.token_ids) == 1

@@ -84,10 +84,12 @@ async def test_an_overloaded_engine_answers_with_the_estimate(builtin_dir):
 
 
 class _Budget:
-    """What the scheduler reads from its runner when deciding steps: the token budget, the device."""
+    """What the scheduler reads from its runner when deciding steps: the token budget, the device,
+    whether steps overlap."""
 
     max_batched_tokens = 64
     device = torch.device("cpu")
+    async_scheduling = False
 
 
 def test_a_prompt_beside_running_streams_gets_smaller_chunks_as_its_context_grows(
