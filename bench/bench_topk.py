@@ -1,8 +1,11 @@
-"""The top-k of sampling on a GPU: one `torch.topk` over the whole vocabulary against
-`sampling.top_candidates` in two stages, per chunk size, for batches of 1 to 128 rows of Qwen3's
-151,936 logits (float32, as the sampler gets them), k = 20 (the default model's top_k) and 50.
-Each variant is checked against `torch.topk` (same values), then timed over 200 calls in a CUDA
-graph (as kernel time: what a step pays on the device).
+"""The top-k of sampling on a GPU: one `torch.topk` over the whole vocabulary (what the sampler
+does) against two stages (`top_candidates`: the top k of each chunk of ids, then of those), per
+chunk size, for batches of 1 to 128 rows of Qwen3's 151,936 logits (float32, as the sampler gets
+them), k = 20 (the default model's top_k) and 50. Each variant is checked against `torch.topk`
+(same values), then timed over 200 calls in a CUDA graph (kernel time: what a step pays on the
+device). The one-stream profile (profile-one-stream-h200.json) put the top-k near 0.1 ms of a
+step; two stages won only at one row (by 15 µs) and lost from 8 rows up, so the sampler keeps
+`torch.topk` (bench/results/topk-h200.json).
 
     python bench/bench_topk.py --out bench/results/topk-h200.json
 """
@@ -11,18 +14,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from inference.sampling import top_candidates  # noqa: E402
-
 VOCAB = 151936
 CALLS = 200
+
+
+def top_candidates(logits: torch.Tensor, k: int, chunk: int | None = None,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`torch.topk(logits, k, dim=-1)` in two stages: the top k of every `chunk` ids, then the top
+    k of those, which are the same k values. Ids past the vocabulary (padding, -inf) come out only
+    for rows with fewer than k finite values, clamped to the last id."""
+    rows, vocab = logits.shape
+    if chunk is None or k > chunk or vocab < 4 * chunk:
+        return torch.topk(logits, k, dim=-1)
+    chunks = -(-vocab // chunk)
+    padded = torch.nn.functional.pad(logits, (0, chunks * chunk - vocab), value=float("-inf"))
+    values, ids = torch.topk(padded.view(rows, chunks, chunk), k, dim=-1, sorted=False)
+    ids = ids + torch.arange(0, chunks * chunk, chunk, device=logits.device).unsqueeze(1)
+    values, best = torch.topk(values.view(rows, chunks * k), k, dim=-1)
+    return values, ids.view(rows, chunks * k).gather(1, best).clamp_(max=vocab - 1)
 
 
 def graph_us(fn) -> float:

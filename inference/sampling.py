@@ -26,7 +26,6 @@ GREEDY_BELOW = 1e-5  # temperatures under this are treated as 0 (greedy)
 # What OpenAI reports for a token that could not be picked; JSON has no -inf.
 MIN_LOGPROB = -9999.0
 TOPK_FAST_PATH = 1024  # when every row's top_k is at most this, only the top candidates are sorted
-CANDIDATE_CHUNK = 2048  # on a GPU the top candidates are found in two stages (`top_candidates`)
 NEG_INF = float("-inf")
 NO_TOKEN, NOT_A_NUMBER = -1, -2  # what `choose` gives a row with nothing to choose
 FAILURES = {NO_TOKEN: "every token was masked out; the grammar or penalties allow nothing",
@@ -68,26 +67,6 @@ def truncate_sorted(values: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tens
     return values.masked_fill(probs < min_p * probs[:, :1], NEG_INF)
 
 
-def top_candidates(logits: torch.Tensor, k: int, chunk: int | None = None,
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`torch.topk(logits, k, dim=-1)`: each row's k largest values, descending, and their ids.
-    With `chunk` (a GPU's path, CANDIDATE_CHUNK), in two stages: the top k of every `chunk` ids,
-    then the top k of those, which are the same k values. On an H200 one top-20 over Qwen3's
-    151,936 ids took about 0.1 ms of kernels (a multi-block radix select: 4 passes of 4 kernels),
-    the largest part of sampling one stream's token (bench/results/profile-one-stream-h200.json).
-    Ids past the vocabulary (padding, -inf) come out only for rows with fewer than k finite
-    values, clamped to the last id, and can never be drawn (probability 0)."""
-    rows, vocab = logits.shape
-    if chunk is None or k > chunk or vocab < 4 * chunk:
-        return torch.topk(logits, k, dim=-1)
-    chunks = -(-vocab // chunk)
-    padded = torch.nn.functional.pad(logits, (0, chunks * chunk - vocab), value=NEG_INF)
-    values, ids = torch.topk(padded.view(rows, chunks, chunk), k, dim=-1, sorted=False)
-    ids = ids + torch.arange(0, chunks * chunk, chunk, device=logits.device).unsqueeze(1)
-    values, best = torch.topk(values.view(rows, chunks * k), k, dim=-1)
-    return values, ids.view(rows, chunks * k).gather(1, best).clamp_(max=vocab - 1)
-
-
 @dataclass
 class PendingSample:
     """A batch's sampling queued on the device (`Sampler.launch`), read back by `collect`."""
@@ -115,7 +94,6 @@ class Sampler:
         self.valid_vocab = min(valid_vocab, vocab_size)
         self.device = device
         self.decode = decode  # token id -> text, for logprobs
-        self._chunk = CANDIDATE_CHUNK if device.type == "cuda" else None
 
     def prepare(self, seq: Sequence) -> None:
         """Per-sequence state, made once: the noise seed and the penalty counts."""
@@ -216,7 +194,7 @@ class Sampler:
         width = max(ks) if all(ks) and max(ks) <= TOPK_FAST_PATH else self.vocab_size
         candidates = logits if len(rows) == len(seqs) else logits[index]
         # Temperature divides after the top-k: it keeps the order, and touches `width` values only.
-        values, ids = top_candidates(candidates, width, self._chunk) if width < self.vocab_size else \
+        values, ids = torch.topk(candidates, width, dim=-1) if width < self.vocab_size else \
             torch.sort(candidates, dim=-1, descending=True)
         values = values / self._column([p.temperature or 1.0 for p in ps])
         values = truncate_sorted(values, self._column(ks, torch.long),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from inference.detokenizer import IncrementalDetokenizer
@@ -13,7 +12,6 @@ from inference.sampling import (
     Sampler,
     apply_presence_frequency,
     apply_repetition_penalty,
-    top_candidates,
     truncate_sorted,
 )
 from inference.sequence import Sequence
@@ -121,36 +119,3 @@ def test_rows_with_nothing_to_choose_fail_with_their_reason():
     assert "masked out" in picked.errors[0] and "NaN" in picked.errors[1]
     assert sorted(picked.errors) == [0, 1] and picked.token_ids[3] == int(logits[3].argmax())
 
-
-
-@pytest.mark.parametrize("k", [1, 5, 20, 64])
-def test_top_candidates_in_two_stages_are_topk(k):
-    torch.manual_seed(k)
-    logits = torch.randn(3, 1000)
-    logits[2, 3:] = float("-inf")  # a row with three finite values (a grammar's mask)
-    logits[2, :3] = torch.tensor([0.5, 2.0, 1.0])
-    want_values, want_ids = torch.topk(logits, k, dim=-1)
-    values, ids = top_candidates(logits, k, chunk=64)  # 16 chunks, the last one padded
-    assert torch.equal(values, want_values)
-    assert ((ids >= 0) & (ids < 1000)).all()
-    finite = want_values > float("-inf")
-    assert torch.equal(ids[finite], want_ids[finite])
-    assert torch.equal(logits.gather(1, ids), values)
-
-
-def test_top_candidates_fall_back_to_one_topk_when_stages_would_not_help():
-    logits = torch.randn(2, 100)
-    for k, chunk in ((5, 64), (70, 64)):  # under four chunks; more than a chunk
-        assert all(torch.equal(a, b) for a, b in zip(top_candidates(logits, k, chunk),
-                                                      torch.topk(logits, k, dim=-1), strict=True))
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the sampler's GPU path")
-@pytest.mark.parametrize("rows", [1, 64])
-def test_top_candidates_on_the_gpu_match_topk_over_qwen3s_vocabulary(rows):
-    from inference.sampling import CANDIDATE_CHUNK
-
-    logits = torch.randn(rows, 151936, device="cuda")
-    values, ids = top_candidates(logits, 20, CANDIDATE_CHUNK)
-    want_values, want_ids = torch.topk(logits, 20, dim=-1)
-    assert torch.equal(values, want_values) and torch.equal(ids, want_ids)
