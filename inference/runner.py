@@ -80,6 +80,8 @@ class ModelRunner:
                 self.prompt_graph_tokens = []
             if self.fast_model is None:  # out of the handler: its traceback no longer holds graphs
                 self.release_memory()
+        if self.fast_model is not None:
+            self.sampler.use_kernels()
 
     # -- the step's implementation -------------------------------------------------------------
     def _fast_model(self, settings: EngineSettings):
@@ -196,6 +198,7 @@ class ModelRunner:
         return {
             "kernels": "triton" if fast else "pytorch",
             "async_scheduling": self.async_scheduling,
+            "sampling": "triton" if self.sampler.kernels is not None else "pytorch",
             "cuda_graphs": bool(self.graph_buckets),
             "graph_batch_sizes": self.graph_buckets,
             "prompt_graph_tokens": self.prompt_graph_tokens,

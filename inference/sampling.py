@@ -11,8 +11,10 @@ functions below are pure and tested on their own.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 
@@ -21,6 +23,8 @@ from .noise import exponential_noise, row_key
 from .sequence import Sequence
 from .step_inputs import device_tensor
 from .types import TokenLogprob
+
+logger = logging.getLogger(__name__)
 
 GREEDY_BELOW = 1e-5  # temperatures under this are treated as 0 (greedy)
 # What OpenAI reports for a token that could not be picked; JSON has no -inf.
@@ -94,6 +98,7 @@ class Sampler:
         self.valid_vocab = min(valid_vocab, vocab_size)
         self.device = device
         self.decode = decode  # token id -> text, for logprobs
+        self.kernels = None  # kernels/sampling.py, once `use_kernels()` found them working
 
     def prepare(self, seq: Sequence) -> None:
         """Per-sequence state, made once: the noise seed and the penalty counts."""
@@ -109,6 +114,33 @@ class Sampler:
                 seq.counts[token] += 1
                 seq.seen[token] = True
         seq.sampling_ready = True
+
+    def use_kernels(self) -> bool:
+        """Draw with kernels/sampling.py from now on (GPU), if they compile here and pick what
+        `_draw` picks on a test batch: compiled now, not in the middle of serving."""
+        try:
+            from .kernels import sampling as kernels
+
+            generator = torch.Generator(device=self.device).manual_seed(0)
+            logits = 4 * torch.randn(8, self.vocab_size, generator=generator, device=self.device)
+            ks = [20, 20, 5, 13, 20, 2, 17, 20]
+            ps = [SimpleNamespace(temperature=t, top_p=p, min_p=m) for t, p, m in
+                  zip((0.7, 1.0, 0.3, 1.5, 0.7, 1.0, 0.9, 2.0), (0.8, 1.0, 0.5, 0.95, 1.0, 1.0,
+                      0.9, 0.3), (0.0, 0.0, 0.1, 0.0, 0.05, 0.0, 0.2, 0.0), strict=True)]
+            keys = [row_key(seed, 3) for seed in range(8)]
+            want = self._draw(logits, max(ks), ps, ks, keys)
+            got = kernels.draw(logits, max(ks), device_tensor(keys, self.device, torch.int64),
+                               device_tensor([[p.temperature, p.top_p, p.min_p] for p in ps],
+                                             self.device, torch.float32),
+                               device_tensor(ks, self.device, torch.int32))
+            if not (torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])):
+                raise ValueError(f"they picked {got[0].tolist()}, PyTorch {want[0].tolist()}")
+        except Exception as exc:  # a Triton build or GPU they do not run on: PyTorch draws
+            logger.warning("Sampling draws with PyTorch's kernels: the fused ones failed their "
+                           "check (%s: %s)", type(exc).__name__, exc)
+            return False
+        self.kernels = kernels
+        return True
 
     def _column(self, values: list[float], dtype=torch.float32) -> torch.Tensor:
         return device_tensor(values, self.device, dtype).unsqueeze(1)
@@ -193,6 +225,27 @@ class Sampler:
         ks = [p.top_k if p.top_k and 0 < p.top_k < self.vocab_size else 0 for p in ps]
         width = max(ks) if all(ks) and max(ks) <= TOPK_FAST_PATH else self.vocab_size
         candidates = logits if len(rows) == len(seqs) else logits[index]
+        # The index of the token being sampled counts those sampled but not yet read back.
+        keys = [row_key(seqs[i].noise_seed, len(seqs[i].output_ids) + seqs[i].in_flight)
+                for i in rows]
+        if (self.kernels is not None and width < self.vocab_size
+                and self.kernels.fits(self.vocab_size, width) and candidates.stride(1) == 1):
+            floats = [[p.temperature or 1.0, p.top_p if p.top_p is not None else 1.0,
+                       p.min_p or 0.0] for p in ps]
+            picked, ok = self.kernels.draw(
+                candidates, width, device_tensor(keys, self.device, torch.int64),
+                device_tensor(floats, self.device, torch.float32),
+                device_tensor(ks, self.device, torch.int32))
+        else:
+            picked, ok = self._draw(candidates, width, ps, ks, keys)
+        # Rows whose distribution overflowed keep the best token (or their failure code).
+        chosen[index] = torch.where(ok & (chosen[index] >= 0), picked, chosen[index])
+        return chosen
+
+    def _draw(self, candidates: torch.Tensor, width: int, ps: list, ks: list[int],
+              keys: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`kernels/sampling.py`'s draw in PyTorch: each row's pick and whether its distribution
+        was sound, for any top_k (also off) and on any device."""
         # Temperature divides after the top-k: it keeps the order, and touches `width` values only.
         values, ids = torch.topk(candidates, width, dim=-1) if width < self.vocab_size else \
             torch.sort(candidates, dim=-1, descending=True)
@@ -204,16 +257,9 @@ class Sampler:
             kept = max(1, int((values > NEG_INF).sum(dim=-1).max()))
             values, ids = values[:, :kept], ids[:, :kept]
         probs = torch.softmax(values, dim=-1)
-        # The index of the token being sampled counts those sampled but not yet read back.
-        keys = device_tensor([row_key(seqs[i].noise_seed,
-                                      len(seqs[i].output_ids) + seqs[i].in_flight) for i in rows],
-                             self.device, torch.int64).unsqueeze(1)
-        noise = exponential_noise(keys, ids)
+        noise = exponential_noise(device_tensor(keys, self.device, torch.int64).unsqueeze(1), ids)
         picked = ids.gather(1, (probs / noise).argmax(dim=-1, keepdim=True)).squeeze(1)
-        ok = torch.isfinite(probs).all(dim=-1) & (probs.sum(dim=-1) > 0)
-        # Rows whose distribution overflowed keep the best token (or their failure code).
-        chosen[index] = torch.where(ok & (chosen[index] >= 0), picked, chosen[index])
-        return chosen
+        return picked, torch.isfinite(probs).all(dim=-1) & (probs.sum(dim=-1) > 0)
 
     def launch(self, logits: torch.Tensor, seqs: list[Sequence]) -> PendingSample:
         """Queue the whole batch's sampling on the device; nothing waits for it. On a GPU the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from inference.detokenizer import IncrementalDetokenizer
@@ -119,3 +120,38 @@ def test_rows_with_nothing_to_choose_fail_with_their_reason():
     assert "masked out" in picked.errors[0] and "NaN" in picked.errors[1]
     assert sorted(picked.errors) == [0, 1] and picked.token_ids[3] == int(logits[3].argmax())
 
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the fused sampling kernels")
+@pytest.mark.parametrize("rows", [1, 8, 64])
+def test_the_fused_draw_picks_what_the_pytorch_draw_picks(rows):
+    """kernels/sampling.py against `Sampler._draw` on Qwen3's vocabulary: the same tokens and
+    the same verdicts, for mixed top_k, top_p, min_p and temperatures, a row with three finite
+    logits (a grammar's mask) and one with none."""
+    from types import SimpleNamespace
+
+    from inference.kernels import sampling as kernels
+    from inference.noise import row_key
+
+    vocab = 151936
+    sampler = Sampler(vocab, vocab, torch.device("cuda"), str)
+    generator = torch.Generator(device="cuda").manual_seed(rows)
+    logits = 3 * torch.randn(rows, vocab, generator=generator, device="cuda")
+    if rows > 2:
+        logits[1] = NEG
+        logits[1, [5, 70_000, 151_000]] = torch.tensor([0.5, 2.0, 1.0], device="cuda")
+        logits[2] = NEG
+    cpu = torch.Generator().manual_seed(rows)
+    ks = torch.randint(2, 65, (rows,), generator=cpu).tolist()
+    ps = [SimpleNamespace(temperature=float(t), top_p=float(p), min_p=float(m)) for t, p, m in
+          zip(0.2 + 1.5 * torch.rand(rows, generator=cpu), 0.3 + 0.7 * torch.rand(rows, generator=cpu),
+              0.2 * torch.rand(rows, generator=cpu), strict=True)]
+    keys = [row_key(seed, 7) for seed in range(rows)]
+    want = sampler._draw(logits, max(ks), ps, ks, keys)
+    got = kernels.draw(logits, max(ks), torch.tensor(keys, device="cuda"),
+                       torch.tensor([[p.temperature, p.top_p, p.min_p] for p in ps], device="cuda"),
+                       torch.tensor(ks, dtype=torch.int32, device="cuda"))
+    ok = want[1]
+    assert torch.equal(got[1], ok)
+    assert torch.equal(got[0][ok], want[0][ok])
+    assert sampler.use_kernels() and sampler.kernels is kernels
