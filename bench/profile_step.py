@@ -8,7 +8,9 @@ without HTTP, on the Qwen3-4B-shaped NF4 model (bench_decode.make_model).
 - first, lone prompt chunks' steps (`prompt_steps`: 15 tokens behind a 1,952-token prefix, as
   the shared-system-prompt followers run, against 15 and 128 tokens alone);
 - with `--decode-only`, just one stream's decode step (`one_stream`): the engine's step against
-  its CUDA graph replayed alone, so the difference is what runs outside the graph.
+  its CUDA graph replayed alone, so the difference is what runs outside the graph; then the
+  decode step at 1, 8 and 64 streams; then both again with sampling drawn by PyTorch instead of
+  the fused kernels (kernels/sampling.py).
 By default the step is the engine's: Triton kernels with CUDA graphs for decode steps;
 `--no-cuda-graphs` and `--enforce-eager` (plain PyTorch) measure the others.
 
@@ -151,6 +153,15 @@ def one_stream(bench: Bench, steps: int = 200) -> dict:
             "outside_the_graph_ms": round(step_ms - replay_ms, 3), "profile": profile}
 
 
+def decode_steps(bench: Bench, steps: int = 50) -> dict:
+    """The engine's decode step (sampling included), ms, at 1, 8 and 64 streams."""
+    seqs = [bench.seq(100, 1000 + i) for i in range(64)]
+    bench.prefill(seqs)
+    times = {n: round(bench.timed([(s, 1) for s in seqs[:n]], steps), 3) for n in (1, 8, 64)}
+    bench.release(seqs)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--folder", default="/tmp/qwen3-4b-shape")
@@ -178,6 +189,12 @@ def main() -> None:
     with torch.inference_mode():
         if args.decode_only:
             save("one_stream", one_stream(bench))
+            save("decode_step_ms", decode_steps(bench))
+            sampler = bench.runner.sampler
+            kernels, sampler.kernels = sampler.kernels, None
+            save("one_stream_pytorch_sampling", one_stream(bench))
+            save("decode_step_ms_pytorch_sampling", decode_steps(bench))
+            sampler.kernels = kernels
             return
         save("prompt_steps", prompt_steps(bench))
         if args.prompt_steps_only:
