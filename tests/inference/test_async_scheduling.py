@@ -145,11 +145,13 @@ async def test_blocks_filled_by_steps_launched_ahead_give_the_same_tokens_when_h
 
 
 async def test_logprobs_and_penalties_beside_launched_ahead_streams(engines):
-    """Requests whose next step needs their tokens on the host first run beside plain ones; every
-    request still gets the plain loop's tokens and logprobs."""
+    """Requests whose next step needs their tokens on the host first run beside plain ones (the
+    penalised one outlives the others, so it also runs alone); every request still gets the plain
+    loop's tokens and logprobs."""
     ahead, plain = engines
-    makes = [lambda: chat("One.", 12, temperature=0, logprobs=2),
-             lambda: chat("Two.", 12, temperature=0.9, seed=3, frequency_penalty=1.5),
+    makes = [lambda: chat("One.", 8, temperature=0, logprobs=2),
+             lambda: chat("Two.", 40, temperature=0.9, seed=3, frequency_penalty=1.5,
+                          presence_penalty=0.5, repetition_penalty=1.3),
              lambda: chat("Three.", 20, temperature=0.9, seed=4)]
     want = [await plain.generate(make()) for make in makes]
     got = await asyncio.gather(*(ahead.generate(make()) for make in makes))
@@ -176,3 +178,54 @@ async def test_one_stream_through_the_cuda_graphs_gets_the_plain_loops_tokens(bu
     finally:
         await ahead.shutdown()
         await plain.shutdown()
+
+
+async def test_a_grammar_request_alone_gets_valid_json_and_the_plain_loops_tokens(engines):
+    """A grammar's next mask needs the last token consumed on the host: such a request never
+    has its next step launched ahead, and stays valid."""
+    import json
+
+    from inference.types import Grammar
+
+    ahead, plain = engines
+    schema = {"type": "object", "properties": {"name": {"type": "string"},
+                                               "age": {"type": "integer"}},
+              "required": ["name", "age"]}
+
+    def make():
+        return chat("Describe a person as JSON.", 80, temperature=0.9, seed=21,
+                    grammar=Grammar("json_schema", schema))
+
+    want = await plain.generate(make())
+    got = await ahead.generate(make())
+    assert got.finish_reason == want.finish_reason and got.token_ids == want.token_ids
+    if got.finish_reason == "stop":
+        json.loads(got.text)
+
+
+async def test_a_prompt_prefilled_in_chunks_is_not_held_back_by_launched_ahead_decodes(builtin_dir):
+    """Launching ahead stops while a prompt still has chunks to compute: a request that arrives
+    beside a long stream is prefilled (16 tokens a step here) and finishes first."""
+    engine = await start(async_scheduling=True, max_num_batched_tokens=16, device_map="cpu")
+    try:
+        long = await engine.asubmit(chat("Go on and on.", 400, temperature=0.8, seed=8))
+        order: list[str] = []
+        started = asyncio.Event()
+
+        async def read_long():
+            async for chunk in long:
+                started.set()
+                if chunk.finish_reason is not None:
+                    order.append("long")
+
+        reader = asyncio.create_task(read_long())
+        await started.wait()
+        text = " ".join(f"Line {i} of a prompt long enough for several chunks." for i in range(12))
+        short = await engine.generate(chat(text, 4, temperature=0))
+        order.append("short")
+        assert short.usage.prompt_tokens > 64 and len(short.token_ids) == 4
+        await reader
+        assert order == ["short", "long"]
+        assert counters(engine)["steps_launched_ahead"] > 0
+    finally:
+        await engine.shutdown()
