@@ -3,13 +3,16 @@ of chunks between threads) adds to each step, with the model step replaced by a 
 needs no GPU, and it is not a model benchmark: no figure here is a tokens/s of a model.
 
 The server runs in a subprocess (`--serve`): the real app on the built-in model, except that
-`ModelRunner.launch` and `collect` are a synthetic step: `--launches` small tensor ops (each releases and takes
-back the GIL, as a kernel launch from Python does), then `--step-ms` of waiting without the GIL
-(the device computing; reading the sampled ids waits like this), then a random ordinary token per
-sequence. The step's chunks go to the event loops (`while_waiting`) either before the step
-(`before`: the order up to 736f1f0, and still a CPU's) or once its launches are done
-(`while-waiting`: a GPU's since then). In this process, streaming clients (one httpx client each)
-measure what they get; a step period above `--step-ms` is the host's share.
+`ModelRunner.launch` and `collect` are a synthetic step on an emulated device: `--launches` small
+tensor ops (each releases and takes back the GIL, as a kernel launch from Python does) queue
+`--step-ms` of work on a device that runs one step after another; reading the sampled ids waits
+without the GIL until the device has finished that step; each sequence then gets a random
+ordinary token. Three orders of the host's work are measured: the step's chunks go to the event
+loops (`while_waiting`) before the step (`before`: the order up to 736f1f0, and still a CPU's),
+once its launches are done (`while-waiting`: a GPU's since then), and the latter with async
+scheduling (`async`: the next step is queued before this one's ids are read). In this process,
+streaming clients (one httpx client each) measure what they get; a step period above
+`--step-ms` is the host's share.
 
     python bench/host_overhead.py --out bench/results/host-overhead-cpu.json
 """
@@ -32,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import bench.bench_serving as serving  # noqa: E402
 from bench.bench_server import launch  # noqa: E402
 
-HAND_OVERS = ("before", "while-waiting")
+HAND_OVERS = ("before", "while-waiting", "async")
 
 
 def synthetic_step(step_s: float, launches: int, hand_over: str) -> None:
@@ -45,25 +48,32 @@ def synthetic_step(step_s: float, launches: int, hand_over: str) -> None:
     scratch = torch.zeros(64)
     rng = random.Random(0)
 
+    device = {"free_at": 0.0}  # when the emulated device has run every step queued so far
+
     def launch(self, scheduled, carried=None, while_waiting=None):
         if while_waiting is not None and hand_over == "before":
             while_waiting()
             while_waiting = None
         for _ in range(launches):
             scratch.add_(1)
+        done_at = max(time.perf_counter(), device["free_at"]) + step_s
+        device["free_at"] = done_at
         if while_waiting is not None:
             while_waiting()
-        to_sample = [seq for seq, n in scheduled if seq.num_computed + n == len(seq.token_ids)]
-        if not to_sample:
-            time.sleep(step_s)
-        return to_sample, to_sample or None
+        to_sample = [seq for seq, n in scheduled if seq.num_computed + n >= len(seq.token_ids)]
+        return to_sample, (to_sample, done_at) if to_sample else None
 
     def collect(self, pending):
         if pending is None:
             return SampledBatch([], {}, {})
-        time.sleep(step_s)
-        return SampledBatch([rng.randrange(1000, 20000) for _ in pending], {}, {})
+        to_sample, done_at = pending
+        time.sleep(max(0.0, done_at - time.perf_counter()))
+        return SampledBatch([rng.randrange(1000, 20000) for _ in to_sample], {}, {})
 
+    def carry(self, pending, rows):
+        return None  # the synthetic step draws its tokens anew
+
+    runner.ModelRunner.carry = carry
     runner.ModelRunner.launch = launch
     runner.ModelRunner.collect = collect
 
@@ -73,7 +83,8 @@ def serve(args: argparse.Namespace) -> None:
 
     synthetic_step(args.step_ms / 1000, args.launches, args.hand_over)
     app.main(["--model", "builtin", "--no-ui", "--port", str(args.port),
-              "--max-active-requests", "128"])
+              "--max-active-requests", "128",
+              "--async-scheduling" if args.hand_over == "async" else "--no-async-scheduling"])
 
 
 def cpu_name() -> str:
