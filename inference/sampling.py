@@ -6,7 +6,10 @@ Sampling is an exponential race: the chosen token is argmax(p / E) with E ~ Exp(
 which picks each token with probability p. E is a hash of the request's seed (a random one when it
 gave none), the index of the token being sampled and the candidate's id (noise.py): one pass for
 the whole batch, and a seeded request's tokens do not depend on what else is in the batch. The row
-functions below are pure and tested on their own.
+functions below are pure and tested on their own. On a GPU the top-k and the race run in two
+Triton kernels (kernels/sampling.py) when every row's top_k is at most 64; `_draw` is the same in
+PyTorch. `launch` queues a batch's sampling and `collect` reads the ids back, so that under async
+scheduling the next step can be queued in between.
 """
 
 from __future__ import annotations
