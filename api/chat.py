@@ -39,7 +39,7 @@ from api.protocol import (
     new_id,
     now,
 )
-from api.sse import DONE, merge, sse
+from api.sse import DONE, TextTemplate, merge, sse
 from api.tool_calls import ToolCallDelta, ToolCallParser
 from inference.reasoning import ReasoningParser, prompt_opens_reasoning
 from inference.types import GenerationChunk, GenerationRequest, GenerationResult
@@ -109,6 +109,7 @@ class ChatCompletion(ChoiceStreams):
         self.id = new_id("chatcmpl-")
         self.created = now()
         self.in_reasoning = False
+        self._content_templates: dict[int, TextTemplate] = {}
 
     async def submit_all(self) -> None:
         self.engine.tokenizer  # noqa: B018 -- raises ModelNotLoadedError (503) while loading
@@ -191,6 +192,17 @@ class ChatCompletion(ChoiceStreams):
             )
         )
 
+    def _content_chunk(self, index: int, text: str) -> str:
+        """`_chunk` of a delta holding only content, the commonest event (one a token), from
+        a template made from the same model (`TextTemplate`)."""
+        template = self._content_templates.get(index)
+        if template is None:
+            template = self._content_templates[index] = TextTemplate(
+                lambda content: ChatCompletionChunk(
+                    id=self.id, created=self.created, model=self.engine.model_name,
+                    choices=[ChunkChoice(index=index, delta=DeltaMessage(content=content))]))
+        return template.render(text)
+
     async def events(self) -> AsyncIterator[str]:
         """The SSE answer: role first, then deltas as the choices produce them, a finish chunk
         per choice, the usage chunk (include_usage) and `[DONE]`."""
@@ -210,7 +222,10 @@ class ChatCompletion(ChoiceStreams):
             if logprobs and not deltas:
                 deltas = [DeltaMessage()]
             for delta in deltas:  # the chunk's logprobs go with its first delta
-                yield self._chunk([ChunkChoice(index=index, delta=delta, logprobs=logprobs)])
+                if logprobs is None and _only_content(delta):
+                    yield self._content_chunk(index, delta.content)
+                else:
+                    yield self._chunk([ChunkChoice(index=index, delta=delta, logprobs=logprobs)])
                 logprobs = None
             if final:
                 finals[index] = chunk
@@ -221,6 +236,11 @@ class ChatCompletion(ChoiceStreams):
         if self.body.stream_options and self.body.stream_options.include_usage:
             yield self._chunk([], usage=self._usage([c for c in finals if c is not None]))
         yield DONE
+
+
+def _only_content(delta: DeltaMessage) -> bool:
+    return (delta.content is not None and delta.role is None and delta.reasoning_content is None
+            and delta.tool_calls is None)
 
 
 def _deltas(parsed: ChoiceDelta) -> list[DeltaMessage]:

@@ -22,13 +22,18 @@ THINK_END = "</think>"
 
 
 def partial_tag_length(text: str, tags: tuple[str, ...]) -> int:
-    """Length of the longest end of `text` that is the beginning (not the whole) of one of `tags`."""
+    """Length of the longest end of `text` that is the beginning (not the whole) of one of `tags`.
+    Such an end starts with the tag's first character: only those places in the last
+    len(tag) - 1 characters are tried (called on every streamed chunk, most have none)."""
     longest = 0
     for tag in tags:
-        for size in range(min(len(tag) - 1, len(text)), longest, -1):
-            if text.endswith(tag[:size]):
-                longest = size
+        window = text[max(0, len(text) - len(tag) + 1):] if len(tag) > 1 else ""
+        start = window.find(tag[0])
+        while start >= 0 and len(window) - start > longest:
+            if tag.startswith(window[start:]):
+                longest = len(window) - start
                 break
+            start = window.find(tag[0], start + 1)
     return longest
 
 
@@ -93,7 +98,8 @@ class ReasoningParser:
         while True:
             # In content, a stray `</think>` is markup too: dropped, never shown.
             tags = (THINK_END,) if self._in_reasoning else (THINK_START, THINK_END)
-            found = [(i, tag) for tag in tags if (i := self._buffer.find(tag)) >= 0]
+            found = [(i, tag) for tag in tags if (i := self._buffer.find(tag)) >= 0] \
+                if "<" in self._buffer else []
             if found:
                 index, tag = min(found)
                 before = self._buffer[:index]
