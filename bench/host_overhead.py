@@ -120,6 +120,8 @@ def main() -> None:
                         help="the synthetic step's device time (13: the H200's at 64 streams)")
     parser.add_argument("--launches", type=int, default=40)
     parser.add_argument("--levels", default="1,64,128")
+    parser.add_argument("--orders", default=",".join(HAND_OVERS),
+                        help="which orders of the host's work to measure, comma-separated")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -132,7 +134,7 @@ def main() -> None:
               "cpu": cpu_name(), "python": platform.python_version(), "step_ms": args.step_ms,
               "launches": args.launches, "new_tokens": args.tokens, "runs": {}}
     serving.URL = f"http://127.0.0.1:{args.port}/api/v1"
-    for hand_over in HAND_OVERS:
+    for hand_over in args.orders.split(","):
         server = start_server_process(args, hand_over)
         try:
             result["runs"][hand_over] = asyncio.run(
