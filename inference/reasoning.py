@@ -96,7 +96,8 @@ class ReasoningParser:
     def _drain(self, *, final: bool) -> ReasoningDelta:
         out = ReasoningDelta()
         while True:
-            # In content, a stray `</think>` is markup too: dropped, never shown.
+            # In content, a stray `</think>` is markup too: dropped, never shown. Both tags begin
+            # with "<": a buffer without one holds neither.
             tags = (THINK_END,) if self._in_reasoning else (THINK_START, THINK_END)
             found = [(i, tag) for tag in tags if (i := self._buffer.find(tag)) >= 0] \
                 if "<" in self._buffer else []
