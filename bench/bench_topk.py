@@ -14,12 +14,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from inference.kernels.nf4_choice import graph_time_us  # noqa: E402
+
 VOCAB = 151936
 CALLS = 200
+
+
+def graph_us(fn) -> float:
+    """Microseconds per call of `fn`, CALLS calls captured in one CUDA graph and replayed."""
+    return graph_time_us([fn] * CALLS)
 
 
 def top_candidates(logits: torch.Tensor, k: int, chunk: int | None = None,
@@ -36,24 +47,6 @@ def top_candidates(logits: torch.Tensor, k: int, chunk: int | None = None,
     ids = ids + torch.arange(0, chunks * chunk, chunk, device=logits.device).unsqueeze(1)
     values, best = torch.topk(values.view(rows, chunks * k), k, dim=-1)
     return values, ids.view(rows, chunks * k).gather(1, best).clamp_(max=vocab - 1)
-
-
-def graph_us(fn) -> float:
-    """Microseconds per call of `fn`, captured CALLS times in one CUDA graph and replayed."""
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(CALLS):
-            fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    graph.replay()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) * 1000 / CALLS
 
 
 def main() -> None:
