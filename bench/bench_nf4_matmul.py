@@ -3,6 +3,8 @@
 For each linear of Qwen3-4B-Instruct-2507 as the fast step runs it (Q, K and V fused; O; gate and
 up fused; down) and M = 1 … 128 rows, on NF4 weights with double quantization:
 - `bnb`: `bnb.matmul_4bit` on the separate modules (its GEMV at M = 1, dequantize + matmul above);
+- `engine` sweep: every candidate the engine times at start-up (nf4_choice.candidates), the CUDA C
+  tensor-core GEMV for up to four rows (kernels/nf4_tc_gemv.py) among them;
 - `triton`: `NF4Linear.matmul` with the default choice (`default_config`: the GEMV up to two rows,
   our dequantization then cuBLAS above), and `alternatives` to check it against: other GEMV
   tilings (`--sweep gemv`) or the tensor-core kernel's tilings (`--sweep mma`, every time kept in
@@ -16,6 +18,8 @@ so each call reads its weight from memory as a real step does.
     python bench/bench_nf4_matmul.py --out bench/results/nf4-matmul-h200.json
     python bench/bench_nf4_matmul.py --sweep mma --rows 1,4,16,32,64,128 \
         --out bench/results/nf4-mma-sweep2-h200.json
+    python bench/bench_nf4_matmul.py --sweep engine --rows 1,2,4,8 \
+        --out bench/results/nf4-tc-gemv-h200.json
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from inference.kernels.nf4 import (  # noqa: E402
     default_config,
     mma_tiles,
 )
-from inference.kernels.nf4_choice import graph_time_us  # noqa: E402
+from inference.kernels.nf4_choice import candidates, graph_time_us  # noqa: E402
 
 HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, HEAD_DIM, LAYERS = 2560, 9728, 32, 8, 128, 36
 SHAPES = {  # name: output sizes of the modules fused into it, input size
@@ -90,6 +94,8 @@ def refine(config: Config) -> list[Config]:
 def alternatives(m: int, n: int, k: int, kinds: str) -> list[Config]:
     if kinds == "mma":
         return mma_configs(m, n, k)
+    if kinds == "engine":  # what the engine times at start-up, the CUDA C GEMV included
+        return candidates(m, n, k, 64, torch.bfloat16)
     if m > 2:
         return [DEQUANTIZE]
     options = []  # the GEMV: rows per program, quantization blocks per iteration, warps, stages
@@ -174,9 +180,10 @@ def bench_shape(name: str, outs: tuple[int, ...], k: int, sweep: str,
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
-    parser.add_argument("--sweep", choices=("none", "gemv", "mma"), default="gemv",
+    parser.add_argument("--sweep", choices=("none", "gemv", "mma", "engine"), default="gemv",
                         help="alternatives timed besides the engine's rule: GEMV tilings up to "
-                             "two rows, or the tensor-core kernel's tilings (all recorded)")
+                             "two rows, the tensor-core kernel's tilings, or the candidates the "
+                             "engine times at start-up (all recorded)")
     parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated shapes")
     parser.add_argument("--rows", default=",".join(map(str, ROWS)),
                         help="comma-separated row counts (default: all)")
@@ -197,6 +204,9 @@ def main() -> None:
         shapes = result["shapes"].values()
         step[m] = {key: round(LAYERS * sum(s["rows"][i][f"{key}_us"] for s in shapes) / 1000, 3)
                    for key in ("triton", "bnb", "bf16")}
+        if all("best_alternative" in sh["rows"][i] for sh in shapes):
+            step[m]["best_alternative"] = round(LAYERS * sum(
+                sh["rows"][i]["best_alternative"]["us"] for sh in shapes) / 1000, 3)
     result["linears_per_decode_step_ms"] = step
     print("per step (ms)", json.dumps(step), flush=True)  # noqa: T201
     out.write_text(json.dumps(result, indent=2))

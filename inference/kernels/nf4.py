@@ -10,6 +10,9 @@ scaled per 256 scales by `state2.absmax`, plus `offset`.
 buckets, and prompt chunks above the largest where DEQUANTIZE beat bitsandbytes) where the
 start-up measurement (kernels/nf4_choice.py) found one of ours faster on this GPU and recorded it
 in `triton` (and `above`):
+- the CUDA C tensor-core GEMV (kernels/nf4_tc_gemv.py, compiled by NVRTC) for one to four rows:
+  the looked-up weights go straight into `mma` fragments, the inputs split by quantization block
+  over B's columns;
 - `_gemv_kernel` (kernels/nf4_gemv.py) for one row (two rows run it twice): each program
   computes BLOCK_N outputs, reading its rows' packed bytes with coalesced loads and summing
   element-wise until the end (no cross-thread reduction in the loop);
@@ -31,6 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import nf4_tc_gemv
 from .nf4_asm import lookup_asm
 from .nf4_gemv import _gemv_kernel
 from .nf4_mma import _mma_kernel, _scales, _sum_shares_kernel
@@ -105,9 +109,10 @@ def _expanded_absmax(state) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Config:
-    """One way to run the product: the GEMV's tiles (block_m 0), DEQUANTIZE (block_m -1), or
-    the tensor-core kernel's (block_m > 0; kernels/nf4_mma.py), whose programs each take
-    1/split_k of the quantization blocks. block_k: weight columns per iteration."""
+    """One way to run the product: the GEMV's tiles (block_m 0), DEQUANTIZE (block_m -1), the
+    CUDA C tensor-core GEMV (block_m -2, `num_warps` a block; kernels/nf4_tc_gemv.py), or the
+    tensor-core kernel's (block_m > 0; kernels/nf4_mma.py), whose programs each take 1/split_k
+    of the quantization blocks. block_k: weight columns per iteration."""
 
     block_n: int
     block_k: int
@@ -124,8 +129,17 @@ class Config:
     def tensor_cores(self) -> bool:
         return self.block_m > 0
 
+    @property
+    def compiled_gemv(self) -> bool:
+        return self.block_m == -2
+
 
 DEQUANTIZE = Config(0, 0, -1)  # the bfloat16 weight from _dequant_kernel, then cuBLAS
+
+
+def tc_gemv_config(num_warps: int) -> Config:
+    """The CUDA C tensor-core GEMV (up to four rows) with `num_warps` warps a block."""
+    return Config(16, 0, -2, num_warps=num_warps)
 GEMV_MAX_ROWS = 2  # above this, the tensor-core kernel or DEQUANTIZE
 
 
@@ -190,6 +204,7 @@ class NF4Linear:
         self.qblock = int(state.blocksize)
         self.packed = module.weight.data.view(torch.uint8).reshape(-1)
         self.code = state.code.float().contiguous()
+        self.code_values = tuple(float(v) for v in self.code.cpu())  # read once, not per call
         self.pairs = pair_table(state.code)
         self.asm = lookup_asm(state.code, "pair")
         self.dequant_asm = lookup_asm(state.code, "dequant")
@@ -237,6 +252,7 @@ class NF4Linear:
             m.weight.data = self.packed[start:start + size].view(m.weight.data.shape)
             start += size
         self.code = states[0].code.float().contiguous()
+        self.code_values = tuple(float(v) for v in self.code.cpu())
         self.pairs = pair_table(states[0].code)
         self.asm = lookup_asm(states[0].code, "pair")
         self.dequant_asm = lookup_asm(states[0].code, "dequant")
@@ -302,6 +318,8 @@ class NF4Linear:
             raise ValueError(f"no tiling for {m}x{k} @ {n}x{k}")
         if config.dequantizes:
             return x @ self.dequantize(x.dtype).t()
+        if config.compiled_gemv:
+            return nf4_tc_gemv.gemv(self, x, config.num_warps)
         if config.tensor_cores:
             return self._mma(x, config)
         if n % config.block_n or config.block_k % self.qblock:

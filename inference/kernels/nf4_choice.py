@@ -1,18 +1,19 @@
 """Which 4-bit product each batch size takes, decided at start-up by measuring on this GPU.
 
 A decode step multiplies one row per sequence by every NF4 weight. Whether bitsandbytes' kernels
-(its GEMV for one row; dequantize-then-matmul above) or ours (`_gemv_kernel` for one or two
-rows; from two rows the tensor-core kernel of nf4_mma.py, and DEQUANTIZE, our dequantization then
-cuBLAS) are faster depends on the GPU, the shape and the number of rows. So before the CUDA
+(its GEMV for one row; dequantize-then-matmul above) or ours (the CUDA C tensor-core GEMV of
+nf4_tc_gemv.py up to four rows, where NVRTC is found; `_gemv_kernel` for one or two rows; from two
+rows the tensor-core kernel of nf4_mma.py, and DEQUANTIZE, our dequantization then cuBLAS) are
+faster depends on the GPU, the shape and the number of rows. So before the CUDA
 graphs are captured, `choose_kernels` times them on the model's own linears, grouped by shape, for
 each row bucket up to the largest decode batch: each candidate is captured in a CUDA graph that
 calls it on every linear of the group in turn (so weights come from memory, not the L2 cache, as
-in a real step) and replayed. A Triton tiling must first match bitsandbytes' result on a random
+in a real step) and replayed. A candidate of ours must first match bitsandbytes' result on a random
 input; it is chosen only when it is faster by a margin, and then recorded in `NF4Linear.triton`
 for that bucket (None: bitsandbytes). Rows above the largest bucket (prompt chunks) take
 DEQUANTIZE where it beat bitsandbytes at the largest bucket (`NF4Linear.above`; the tensor-core
-kernel's cost grows with the rows, DEQUANTIZE's does not), else bitsandbytes. The report (times per shape and bucket, the choice) goes to model info's
-`step`.
+kernel's cost grows with the rows, DEQUANTIZE's does not), else bitsandbytes. The report (times
+per shape and bucket, the choice: "cuda", "triton" or "bitsandbytes") goes to model info's `step`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from .nf4 import DEQUANTIZE, GEMV_MAX_ROWS, Config, NF4Linear, gemv_config, mma_tiles
+from . import nf4_tc_gemv
+from .nf4 import (
+    DEQUANTIZE,
+    GEMV_MAX_ROWS,
+    Config,
+    NF4Linear,
+    gemv_config,
+    mma_tiles,
+    tc_gemv_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +55,14 @@ def mma_candidates(m: int, n: int, k: int, qblock: int) -> list[Config]:
     return [c for c in options if mma_tiles(c, n, k, qblock)]
 
 
-def candidates(m: int, n: int, k: int, qblock: int) -> list[Config]:
-    """What is worth timing for `m` rows: GEMV tilings up to two rows (a few around the rule's),
-    the tensor-core kernel's and DEQUANTIZE from two."""
+def candidates(m: int, n: int, k: int, qblock: int,
+               dtype: torch.dtype = torch.bfloat16) -> list[Config]:
+    """What is worth timing for `m` rows: the CUDA C tensor-core GEMV up to four rows (4, 8 or
+    16 warps sharing each 16 rows), GEMV tilings up to two rows (a few around the rule's), the
+    tensor-core kernel's and DEQUANTIZE from two."""
     options: list[Config | None] = []
+    if nf4_tc_gemv.fits(m, n, k, qblock, dtype):
+        options += [tc_gemv_config(warps) for warps in (4, 8, 16)]
     if m <= GEMV_MAX_ROWS:
         options += [gemv_config(n, k, qblock)] + [
             Config(block_n, groups * qblock, 0, num_warps=warps, num_stages=2)
@@ -60,7 +74,7 @@ def candidates(m: int, n: int, k: int, qblock: int) -> list[Config]:
     for option in options:
         if option is None or option in unique:
             continue
-        if option.dequantizes or n % option.block_n == 0:
+        if option.dequantizes or option.compiled_gemv or n % option.block_n == 0:
             unique.append(option)
     return unique
 
@@ -105,22 +119,25 @@ def _choose(members: list[NF4Linear], m: int, dtype: torch.dtype,
     bnb_us = graph_time_us([lambda lin=lin, x=x: lin.bitsandbytes(x) for lin in members])
     best: tuple[float, Config] | None = None
     dequantize_us = None
-    for config in candidates(m, n, k, members[0].qblock):
+    for config in candidates(m, n, k, members[0].qblock, dtype):
         try:
             if not _matches(members[0], x, config):
-                logger.warning("Triton NF4 product %s gave wrong results for %d rows of %dx%d",
+                logger.warning("NF4 product %s gave wrong results for %d rows of %dx%d",
                                config, m, n, k)
                 continue
             us = graph_time_us([lambda lin=lin, c=config, x=x: lin.matmul(x, c)
                                 for lin in members])
         except Exception as exc:  # a tiling this GPU or Triton build cannot run
-            logger.info("Triton NF4 product %s unavailable for %dx%d: %s", config, n, k, exc)
+            logger.info("NF4 product %s unavailable for %dx%d: %s", config, n, k, exc)
             continue
         if config.dequantizes:
             dequantize_us = us
         if best is None or us < best[0]:
             best = (us, config)
     chosen = best is not None and best[0] <= MARGIN * bnb_us
+    kernel = "bitsandbytes"
+    if chosen:
+        kernel = "cuda" if best[1].compiled_gemv else "triton"
     for linear in members:  # buckets are measured in increasing order
         linear.triton[m] = best[1] if chosen else None
         # rows above the largest bucket (prompt chunks): DEQUANTIZE where it beat bitsandbytes
@@ -129,7 +146,7 @@ def _choose(members: list[NF4Linear], m: int, dtype: torch.dtype,
     return {"bitsandbytes_us": round(bnb_us, 2),
             "triton_us": round(best[0], 2) if best else None,
             "config": str(best[1]) if best else None,
-            "kernel": "triton" if chosen else "bitsandbytes",
+            "kernel": kernel,
             "dequantize_us": round(dequantize_us, 2) if dequantize_us is not None else None}
 
 

@@ -130,6 +130,30 @@ def test_the_tensor_core_kernel_matches_the_dequantized_weight(nested, dtype):
     assert not mma_tiles(Config(16, 128, 16, 4, 2, split_k=2), 128, 640, 64)  # 10 / (2 * 2)
 
 
+@pytest.mark.parametrize("nested", [True, False])
+@pytest.mark.parametrize("k", [640, 2560])  # 5 groups a row (fewer than some blocks' warps), 20
+def test_the_compiled_gemv_matches_the_dequantized_weight(nested, k):
+    from inference.kernels.nf4 import NF4Linear, tc_gemv_config
+
+    torch.manual_seed(17)
+    parts = [nf4_module(n, k, nested) for n in (32, 16, 16)]
+    # its own scales (8-bit where nested), and fused (fp32 scales)
+    for linear, modules in ((NF4Linear(parts[0]), parts[:1]), (NF4Linear.fused(parts), parts)):
+        weight = dequantized(modules)
+        for rows in (1, 2, 3, 4):
+            x = torch.randn(rows, k, device=CUDA, dtype=torch.bfloat16)
+            expected = x.float() @ weight.t()
+            for warps in (4, 8, 16):
+                got = linear.matmul(x, tc_gemv_config(warps))
+                assert got.dtype == torch.bfloat16 and got.shape == expected.shape
+                assert torch.equal(linear.matmul(x, tc_gemv_config(warps)), got)
+                # the codes are rounded to bfloat16 (2⁻⁹), as in bitsandbytes' bfloat16 weights
+                torch.testing.assert_close(got.float(), expected,
+                                           atol=2e-2 * expected.abs().max().item(), rtol=0)
+        with pytest.raises(RuntimeError, match="does not take"):
+            linear.matmul(torch.randn(5, k, device=CUDA, dtype=torch.bfloat16), tc_gemv_config(4))
+
+
 def test_each_batch_bucket_takes_the_measured_kernel():
     from inference.kernels.nf4 import DEQUANTIZE, Config, NF4Linear, gemv_config
     from inference.kernels.nf4_choice import MARGIN, choose_kernels
@@ -143,11 +167,14 @@ def test_each_batch_bucket_takes_the_measured_kernel():
     for name, by_rows in report.items():
         assert list(by_rows) == [1, 2, 4, 8, 16]  # the buckets up to 20 rows
         for entry in by_rows.values():
-            assert entry["bitsandbytes_us"] > 0 and entry["kernel"] in ("triton", "bitsandbytes")
+            assert entry["bitsandbytes_us"] > 0 and entry["kernel"] in (
+                "cuda", "triton", "bitsandbytes")
             assert entry["triton_us"] is not None  # some tiling compiled and matched bitsandbytes
         linear = fused if "fp32" in name else singles[0]
         assert [linear.triton[m] is not None for m in by_rows] == [
-            e["kernel"] == "triton" for e in by_rows.values()]
+            e["kernel"] != "bitsandbytes" for e in by_rows.values()]
+        assert [linear.triton[m] is not None and linear.triton[m].compiled_gemv
+                for m in by_rows] == [e["kernel"] == "cuda" for e in by_rows.values()]
     assert len({tuple(s.triton.items()) for s in singles}) == 1  # one choice per shape
     for name, by_rows in report.items():  # above the largest bucket: DEQUANTIZE if it won there
         largest = by_rows[max(by_rows)]

@@ -1,0 +1,228 @@
+"""The NF4 product for one to four input rows on the tensor cores, in CUDA C (compiled by NVRTC).
+
+The Triton GEMV (nf4_gemv.py) reads the weights at 0.7-1.3 TB/s on an H200: every weight costs
+a lookup, two conversions to float32 and an FMA, and Triton's layouts add moves between them.
+Here the multiply-adds go to the tensor cores, which are otherwise idle in a decode step:
+
+- a warp owns 16 weight rows; lane (g, c) (g = lane / 4, c = lane % 4) loads 16 bytes of row g
+  and 16 of row g + 8 at byte 16c of each 64-byte group (two quantization blocks of 64 weights);
+  the 8 lanes of a row read 128 contiguous bytes;
+- each byte becomes its two code values as a bfloat16 pair in registers (`prmt` over the code
+  table, as in nf4_asm.py), and is used directly as an A fragment register of
+  `mma.m16n8k16`: the dot product does not care in which order k is visited, so byte 2j of lane
+  (g, c) stands for the k pair c and byte 2j + 1 for the pair c + 4 of the j-th product. B holds
+  the matching inputs, read from x at the same bytes' positions;
+- B's eight columns separate the two quantization blocks of the group (and up to four input
+  rows): column 2m + b carries input row m where the lane's bytes lie in block b, and zeros
+  elsewhere, so each output element of the products is one block's unscaled sum, which is then
+  scaled in float32 — the scales never touch the bfloat16 weights;
+- the groups of a row are dealt out among the block's warps, whose loads are all issued before
+  the first product (GPW groups a warp: up to 2 × GPW × 16 bytes in flight a lane); the warps'
+  float32 sums meet in shared memory.
+
+bfloat16 inputs and outputs, 64-weight quantization blocks, K a multiple of 128 and N of 16; the
+scales as float32 (fused linears) or double-quantized (8-bit codes, `code2`, `absmax2`, offset).
+kernels/nf4_choice.py times it against the others at start-up and keeps it where it wins.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from string import Template
+
+import torch
+
+from .nf4_asm import _table_words
+from .nvrtc import NVRTCError, compile_module
+
+QBLOCK = 64
+MAX_ROWS = 4  # input rows one launch takes: 2 blocks × 4 rows fill B's 8 columns
+GROUP_BYTES = 64  # bytes of a row a warp's 4 lanes of that row read per group
+
+_SOURCE = Template(r"""
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned char u8;
+
+struct u32x4 { u32 x, y, z, w; };
+
+// weights: read once, keep them out of L1
+__device__ __forceinline__ u32x4 load_weights(const u8* p) {
+  u32x4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+
+// inputs: read by every warp of the GPU, cached
+__device__ __forceinline__ u32x4 load_inputs(const u32* p) {
+  u32x4 v;
+  asm("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 s) {
+  u32 d;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(s));
+  return d;
+}
+
+// The two bytes in the low 16 bits of src -> each byte's two code values as bfloat16 bits in one
+// u32, in memory order (the high nibble's, the even column, in the lower half). lw/hw: the low
+// and high bytes of the four nibbles' codes, looked up 8 entries at a time by prmt; m spreads
+// each nibble's bit 3 over its byte (prmt's sign mode) to pick the half of the table.
+__device__ __forceinline__ void pairs2(u32 src, u32& p0, u32& p1) {
+  u32 s7 = src & 0x7777u;
+  u32 m = prmt(src << 4, src, 0xD9C8u);
+  u32 lw = (prmt($LOW0, $LOW1, s7) & ~m) | (prmt($LOW2, $LOW3, s7) & m);
+  u32 hw = (prmt($HIGH0, $HIGH1, s7) & ~m) | (prmt($HIGH2, $HIGH3, s7) & m);
+  p0 = prmt(lw, hw, 0x4051u);
+  p1 = prmt(lw, hw, 0x6273u);
+}
+
+__device__ __forceinline__ void pairs16(const u32x4& w, u32* p) {
+  pairs2(w.x, p[0], p[1]);   pairs2(w.x >> 16, p[2], p[3]);
+  pairs2(w.y, p[4], p[5]);   pairs2(w.y >> 16, p[6], p[7]);
+  pairs2(w.z, p[8], p[9]);   pairs2(w.z >> 16, p[10], p[11]);
+  pairs2(w.w, p[12], p[13]); pairs2(w.w >> 16, p[14], p[15]);
+}
+
+__device__ __forceinline__ void mma(float* d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ float block_scale(const void* absmax, const float* code2,
+                                             const float* absmax2, float offset, long long i) {
+#if $NESTED
+  return code2[((const u8*)absmax)[i]] * absmax2[i / $BLOCKSIZE2] + offset;
+#else
+  return ((const float*)absmax)[i];
+#endif
+}
+
+#define K $K
+#define WARPS $WARPS
+#define GROUPS (K / 128)                       // 64-byte groups of a row
+#define GPW ((GROUPS + WARPS - 1) / WARPS)     // groups a warp takes
+
+extern "C" __global__ void __launch_bounds__(WARPS * 32)
+nf4_tc_gemv(const u8* __restrict__ w, const u32* __restrict__ x, const void* absmax,
+            const float* code2, const float* absmax2, float offset, u16* __restrict__ y,
+            int rows_in, int n) {
+  __shared__ float partial[WARPS][$MAX_ROWS][16];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, c = lane & 3;
+  const long long row_a = (long long)blockIdx.x * 16 + g, row_b = row_a + 8;
+  const u8* wa = w + row_a * (K / 2) + 16 * c;
+  const u8* wb = w + row_b * (K / 2) + 16 * c;
+
+  u32x4 qa[GPW], qb[GPW];
+#pragma unroll
+  for (int i = 0; i < GPW; i++) {
+    const int q = warp + i * WARPS;
+    if (q < GROUPS) {
+      qa[i] = load_weights(wa + 64 * q);
+      qb[i] = load_weights(wb + 64 * q);
+    }
+  }
+
+  // B column g: input row g / 2 where this lane's bytes lie in block g % 2 (c / 2), else zeros
+  const int x_row = g >> 1;
+  const bool feeds = x_row < rows_in && (g & 1) == (c >> 1);
+  const u32* xs = x + (long long)x_row * (K / 2) + 16 * c;
+  const long long blocks = K / $QBLOCK;
+  float acc_a = 0.f, acc_b = 0.f;
+
+#pragma unroll
+  for (int i = 0; i < GPW; i++) {
+    const int q = warp + i * WARPS;
+    if (q < GROUPS) {
+      u32 xv[16];
+      if (feeds) {
+        const u32x4 v0 = load_inputs(xs + 64 * q), v1 = load_inputs(xs + 64 * q + 4);
+        const u32x4 v2 = load_inputs(xs + 64 * q + 8), v3 = load_inputs(xs + 64 * q + 12);
+        xv[0] = v0.x; xv[1] = v0.y; xv[2] = v0.z; xv[3] = v0.w;
+        xv[4] = v1.x; xv[5] = v1.y; xv[6] = v1.z; xv[7] = v1.w;
+        xv[8] = v2.x; xv[9] = v2.y; xv[10] = v2.z; xv[11] = v2.w;
+        xv[12] = v3.x; xv[13] = v3.y; xv[14] = v3.z; xv[15] = v3.w;
+      } else {
+#pragma unroll
+        for (int j = 0; j < 16; j++) xv[j] = 0u;
+      }
+      u32 pa[16], pb[16];
+      pairs16(qa[i], pa);
+      pairs16(qb[i], pb);
+      float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int j = 0; j < 8; j++)
+        mma(d, pa[2 * j], pb[2 * j], pa[2 * j + 1], pb[2 * j + 1], xv[2 * j], xv[2 * j + 1]);
+      // d: rows g and g + 8, columns 2c (block 2q) and 2c + 1 (block 2q + 1) of input row c
+      if (c < rows_in) {
+        const long long ia = row_a * blocks + 2 * q, ib = row_b * blocks + 2 * q;
+        acc_a += d[0] * block_scale(absmax, code2, absmax2, offset, ia)
+               + d[1] * block_scale(absmax, code2, absmax2, offset, ia + 1);
+        acc_b += d[2] * block_scale(absmax, code2, absmax2, offset, ib)
+               + d[3] * block_scale(absmax, code2, absmax2, offset, ib + 1);
+      }
+    }
+  }
+
+  if (c < rows_in) {
+    partial[warp][c][g] = acc_a;
+    partial[warp][c][g + 8] = acc_b;
+  }
+  __syncthreads();
+  if (threadIdx.x < rows_in * 16) {
+    const int m = threadIdx.x >> 4, r = threadIdx.x & 15;
+    float total = 0.f;
+#pragma unroll
+    for (int v = 0; v < WARPS; v++) total += partial[v][m][r];
+    u16 out;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(out) : "f"(total));
+    y[(long long)m * n + blockIdx.x * 16 + r] = out;
+  }
+}
+""")
+
+
+def source(code: tuple[float, ...], k: int, warps: int, nested: bool, blocksize2: int) -> str:
+    """The kernel's CUDA C for one shape and scale format, the code table as constants."""
+    low, high = _table_words(code)
+    return _SOURCE.substitute(
+        LOW0=low[0], LOW1=low[1], LOW2=low[2], LOW3=low[3],
+        HIGH0=high[0], HIGH1=high[1], HIGH2=high[2], HIGH3=high[3],
+        K=k, WARPS=warps, NESTED=int(nested), BLOCKSIZE2=max(1, blocksize2), QBLOCK=QBLOCK,
+        MAX_ROWS=MAX_ROWS)
+
+
+def fits(m: int, n: int, k: int, qblock: int, dtype: torch.dtype) -> bool:
+    """Whether the kernel takes this product."""
+    return (1 <= m <= MAX_ROWS and qblock == QBLOCK and k % 128 == 0 and n % 16 == 0
+            and dtype == torch.bfloat16)
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel(code: tuple[float, ...], k: int, warps: int, nested: bool, blocksize2: int,
+            device: torch.device):
+    return compile_module(source(code, k, warps, nested, blocksize2), "nf4_tc_gemv", device)
+
+
+def gemv(linear, x: torch.Tensor, warps: int) -> torch.Tensor:
+    """y = x @ W.T for `linear` (an NF4Linear) and x (m ≤ MAX_ROWS, K) bfloat16 on a CUDA GPU;
+    `warps` share each 16 rows' groups."""
+    m, k = x.shape
+    n = linear.out_features
+    if not fits(m, n, k, linear.qblock, x.dtype):
+        raise NVRTCError(f"the tensor-core GEMV does not take {m}x{k} @ {n}x{k} in {x.dtype}")
+    kernel = _kernel(linear.code_values, k, warps, linear.nested, linear.blocksize2, x.device)
+    x = x.contiguous()
+    y = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    kernel.launch((n // 16, 1, 1), (warps * 32, 1, 1),
+                  [linear.packed, x, linear.absmax, linear.code2, linear.absmax2,
+                   ctypes.c_float(linear.offset), y, ctypes.c_int(m), ctypes.c_int(n)])
+    return y
