@@ -16,9 +16,13 @@ Here the multiply-adds go to the tensor cores, which are otherwise idle in a dec
   rows): column 2m + b carries input row m where the lane's bytes lie in block b, and zeros
   elsewhere, so each output element of the products is one block's unscaled sum, which is then
   scaled in float32 — the scales never touch the bfloat16 weights;
-- the groups of a row are dealt out among the block's warps, whose loads are all issued before
-  the first product (GPW groups a warp: up to 2 × GPW × 16 bytes in flight a lane); the warps'
-  float32 sums meet in shared memory.
+- the groups of a row are dealt out among the block's warps (GPW groups a warp), whose loads are
+  issued a group or two ahead of the products, or all before the first (`loads_first`); the
+  warps' float32 sums meet in shared memory.
+
+The first form on the H200 ran at a third of the Triton GEMV's speed: the compiler had moved each
+group's loads into the branch that used them, one memory latency a group; the kernel is now one
+basic block, out-of-range groups weighted 0.
 
 bfloat16 inputs and outputs, 64-weight quantization blocks, K a multiple of 128 and N of 16; the
 scales as float32 (fused linears) or double-quantized (8-bit codes, `code2`, `absmax2`, offset).
@@ -47,20 +51,24 @@ typedef unsigned char u8;
 
 struct u32x4 { u32 x, y, z, w; };
 
-// weights: read once, keep them out of L1
+// Weights: read once, kept out of L1.
 __device__ __forceinline__ u32x4 load_weights(const u8* p) {
   u32x4 v;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
   return v;
 }
 
-// inputs: read by every warp of the GPU, cached
-__device__ __forceinline__ u32x4 load_inputs(const u32* p) {
-  u32x4 v;
-  asm("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-  return v;
+// Inputs: read by every warp of the GPU, cached; zeros where `on` is 0.
+__device__ __forceinline__ void load_inputs(u32* v, const u32* p, int on) {
+#pragma unroll
+  for (int j = 0; j < 16; j += 4) {
+    v[j] = v[j + 1] = v[j + 2] = v[j + 3] = 0u;
+    asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %4, 0;\n"
+                 " @p ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%5];\n}"
+                 : "+r"(v[j]), "+r"(v[j + 1]), "+r"(v[j + 2]), "+r"(v[j + 3])
+                 : "r"(on), "l"(p + j));
+  }
 }
 
 __device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 s) {
@@ -110,10 +118,10 @@ __device__ __forceinline__ float block_scale(const void* absmax, const float* co
 #define GROUPS (K / 128)                       // 64-byte groups of a row
 #define GPW ((GROUPS + WARPS - 1) / WARPS)     // groups a warp takes
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32)
+extern "C" __global__ void __launch_bounds__(WARPS * 32, 1)
 nf4_tc_gemv(const u8* __restrict__ w, const u32* __restrict__ x, const void* absmax,
             const float* code2, const float* absmax2, float offset, u16* __restrict__ y,
-            int rows_in, int n) {
+            int rows_in, int n, unsigned int zero) {
   __shared__ float partial[WARPS][$MAX_ROWS][16];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
@@ -121,55 +129,57 @@ nf4_tc_gemv(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
   const u8* wa = w + row_a * (K / 2) + 16 * c;
   const u8* wb = w + row_b * (K / 2) + 16 * c;
 
+  // every group's weights first (a group past the row's end reads the last one, unused)
   u32x4 qa[GPW], qb[GPW];
 #pragma unroll
   for (int i = 0; i < GPW; i++) {
-    const int q = warp + i * WARPS;
-    if (q < GROUPS) {
-      qa[i] = load_weights(wa + 64 * q);
-      qb[i] = load_weights(wb + 64 * q);
-    }
+    const int q = min(warp + i * WARPS, GROUPS - 1);
+    qa[i] = load_weights(wa + 64 * q);
+    qb[i] = load_weights(wb + 64 * q);
   }
+  // LOADS_FIRST: the first product waits for every group's weights (through `zero`, 0 at run
+  // time, which the compiler cannot fold), so all the loads are issued before any product;
+  // otherwise the compiler interleaves them with the products, about two groups ahead.
+  u32 first = 0u;
+#if $LOADS_FIRST
+#pragma unroll
+  for (int i = 0; i < GPW; i++) first |= qa[i].x | qb[i].x;
+  first &= zero;
+#endif
 
   // B column g: input row g / 2 where this lane's bytes lie in block g % 2 (c / 2), else zeros
   const int x_row = g >> 1;
-  const bool feeds = x_row < rows_in && (g & 1) == (c >> 1);
-  const u32* xs = x + (long long)x_row * (K / 2) + 16 * c;
+  const int feeds = x_row < rows_in && (g & 1) == (c >> 1);
+  const u32* xs = x + (long long)min(x_row, rows_in - 1) * (K / 2) + 16 * c;
   const long long blocks = K / $QBLOCK;
   float acc_a = 0.f, acc_b = 0.f;
+  u32 xv[2][16];  // this group's inputs and the next one's, loaded a group ahead
+  load_inputs(xv[0], xs + 64 * min(warp, GROUPS - 1), feeds);
 
+  // One basic block from here to the sums (no branch for the scheduler to sink loads into): a
+  // group past the row's end, or a lane's column of no input row, is weighted 0.
 #pragma unroll
   for (int i = 0; i < GPW; i++) {
-    const int q = warp + i * WARPS;
-    if (q < GROUPS) {
-      u32 xv[16];
-      if (feeds) {
-        const u32x4 v0 = load_inputs(xs + 64 * q), v1 = load_inputs(xs + 64 * q + 4);
-        const u32x4 v2 = load_inputs(xs + 64 * q + 8), v3 = load_inputs(xs + 64 * q + 12);
-        xv[0] = v0.x; xv[1] = v0.y; xv[2] = v0.z; xv[3] = v0.w;
-        xv[4] = v1.x; xv[5] = v1.y; xv[6] = v1.z; xv[7] = v1.w;
-        xv[8] = v2.x; xv[9] = v2.y; xv[10] = v2.z; xv[11] = v2.w;
-        xv[12] = v3.x; xv[13] = v3.y; xv[14] = v3.z; xv[15] = v3.w;
-      } else {
+    const int q = min(warp + i * WARPS, GROUPS - 1);
+    if (i + 1 < GPW)  // known at compile time
+      load_inputs(xv[(i + 1) & 1], xs + 64 * min(warp + (i + 1) * WARPS, GROUPS - 1), feeds);
+    const float used = (warp + i * WARPS < GROUPS && c < rows_in) ? 1.f : 0.f;
+    const long long ia = row_a * blocks + 2 * q, ib = row_b * blocks + 2 * q;
+    const float sa0 = used * block_scale(absmax, code2, absmax2, offset, ia);
+    const float sa1 = used * block_scale(absmax, code2, absmax2, offset, ia + 1);
+    const float sb0 = used * block_scale(absmax, code2, absmax2, offset, ib);
+    const float sb1 = used * block_scale(absmax, code2, absmax2, offset, ib + 1);
+    const u32* xq = xv[i & 1];
+    u32 pa[16], pb[16];
+    pairs16(qa[i], pa);
+    pairs16(qb[i], pb);
+    float d[4] = {__uint_as_float(first), 0.f, 0.f, 0.f};  // +0.0
 #pragma unroll
-        for (int j = 0; j < 16; j++) xv[j] = 0u;
-      }
-      u32 pa[16], pb[16];
-      pairs16(qa[i], pa);
-      pairs16(qb[i], pb);
-      float d[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-      for (int j = 0; j < 8; j++)
-        mma(d, pa[2 * j], pb[2 * j], pa[2 * j + 1], pb[2 * j + 1], xv[2 * j], xv[2 * j + 1]);
-      // d: rows g and g + 8, columns 2c (block 2q) and 2c + 1 (block 2q + 1) of input row c
-      if (c < rows_in) {
-        const long long ia = row_a * blocks + 2 * q, ib = row_b * blocks + 2 * q;
-        acc_a += d[0] * block_scale(absmax, code2, absmax2, offset, ia)
-               + d[1] * block_scale(absmax, code2, absmax2, offset, ia + 1);
-        acc_b += d[2] * block_scale(absmax, code2, absmax2, offset, ib)
-               + d[3] * block_scale(absmax, code2, absmax2, offset, ib + 1);
-      }
-    }
+    for (int j = 0; j < 8; j++)
+      mma(d, pa[2 * j], pb[2 * j], pa[2 * j + 1], pb[2 * j + 1], xq[2 * j], xq[2 * j + 1]);
+    // d: rows g and g + 8, columns 2c (block 2q) and 2c + 1 (block 2q + 1) of input row c
+    acc_a += d[0] * sa0 + d[1] * sa1;
+    acc_b += d[2] * sb0 + d[3] * sb1;
   }
 
   if (c < rows_in) {
@@ -190,14 +200,17 @@ nf4_tc_gemv(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
 """)
 
 
-def source(code: tuple[float, ...], k: int, warps: int, nested: bool, blocksize2: int) -> str:
-    """The kernel's CUDA C for one shape and scale format, the code table as constants."""
+def source(code: tuple[float, ...], k: int, warps: int, nested: bool, blocksize2: int,
+           loads_first: bool = False) -> str:
+    """The kernel's CUDA C for one shape and scale format, the code table as constants.
+    `loads_first`: every group's weight loads are issued before the first product; otherwise
+    the compiler interleaves them with the products (fewer registers, more warps a multiprocessor)."""
     low, high = _table_words(code)
     return _SOURCE.substitute(
         LOW0=low[0], LOW1=low[1], LOW2=low[2], LOW3=low[3],
         HIGH0=high[0], HIGH1=high[1], HIGH2=high[2], HIGH3=high[3],
         K=k, WARPS=warps, NESTED=int(nested), BLOCKSIZE2=max(1, blocksize2), QBLOCK=QBLOCK,
-        MAX_ROWS=MAX_ROWS)
+        MAX_ROWS=MAX_ROWS, LOADS_FIRST=int(loads_first))
 
 
 def fits(m: int, n: int, k: int, qblock: int, dtype: torch.dtype) -> bool:
@@ -208,21 +221,24 @@ def fits(m: int, n: int, k: int, qblock: int, dtype: torch.dtype) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _kernel(code: tuple[float, ...], k: int, warps: int, nested: bool, blocksize2: int,
-            device: torch.device):
-    return compile_module(source(code, k, warps, nested, blocksize2), "nf4_tc_gemv", device)
+            loads_first: bool, device: torch.device):
+    return compile_module(source(code, k, warps, nested, blocksize2, loads_first), "nf4_tc_gemv",
+                          device)
 
 
-def gemv(linear, x: torch.Tensor, warps: int) -> torch.Tensor:
+def gemv(linear, x: torch.Tensor, warps: int, loads_first: bool = False) -> torch.Tensor:
     """y = x @ W.T for `linear` (an NF4Linear) and x (m ≤ MAX_ROWS, K) bfloat16 on a CUDA GPU;
-    `warps` share each 16 rows' groups."""
+    `warps` share each 16 rows' groups; `loads_first` as in `source`."""
     m, k = x.shape
     n = linear.out_features
     if not fits(m, n, k, linear.qblock, x.dtype):
         raise NVRTCError(f"the tensor-core GEMV does not take {m}x{k} @ {n}x{k} in {x.dtype}")
-    kernel = _kernel(linear.code_values, k, warps, linear.nested, linear.blocksize2, x.device)
+    kernel = _kernel(linear.code_values, k, warps, linear.nested, linear.blocksize2, loads_first,
+                     x.device)
     x = x.contiguous()
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     kernel.launch((n // 16, 1, 1), (warps * 32, 1, 1),
                   [linear.packed, x, linear.absmax, linear.code2, linear.absmax2,
-                   ctypes.c_float(linear.offset), y, ctypes.c_int(m), ctypes.c_int(n)])
+                   ctypes.c_float(linear.offset), y, ctypes.c_int(m), ctypes.c_int(n),
+                   ctypes.c_uint(0)])
     return y

@@ -133,7 +133,9 @@ def test_the_tensor_core_kernel_matches_the_dequantized_weight(nested, dtype):
 @pytest.mark.parametrize("nested", [True, False])
 @pytest.mark.parametrize("k", [640, 2560])  # 5 groups a row (fewer than some blocks' warps), 20
 def test_the_compiled_gemv_matches_the_dequantized_weight(nested, k):
+    from inference.kernels import nf4_tc_gemv
     from inference.kernels.nf4 import NF4Linear, tc_gemv_config
+    from inference.kernels.nvrtc import NVRTCError
 
     torch.manual_seed(17)
     parts = [nf4_module(n, k, nested) for n in (32, 16, 16)]
@@ -143,15 +145,17 @@ def test_the_compiled_gemv_matches_the_dequantized_weight(nested, k):
         for rows in (1, 2, 3, 4):
             x = torch.randn(rows, k, device=CUDA, dtype=torch.bfloat16)
             expected = x.float() @ weight.t()
-            for warps in (4, 8, 16):
-                got = linear.matmul(x, tc_gemv_config(warps))
+            for config in (tc_gemv_config(w, first) for w in (4, 8, 16) for first in (0, 1)):
+                got = linear.matmul(x, config)
                 assert got.dtype == torch.bfloat16 and got.shape == expected.shape
-                assert torch.equal(linear.matmul(x, tc_gemv_config(warps)), got)
+                assert torch.equal(linear.matmul(x, config), got)
                 # the codes are rounded to bfloat16 (2⁻⁹), as in bitsandbytes' bfloat16 weights
                 torch.testing.assert_close(got.float(), expected,
                                            atol=2e-2 * expected.abs().max().item(), rtol=0)
-        with pytest.raises(RuntimeError, match="does not take"):
-            linear.matmul(torch.randn(5, k, device=CUDA, dtype=torch.bfloat16), tc_gemv_config(4))
+        five = torch.randn(5, k, device=CUDA, dtype=torch.bfloat16)
+        assert not nf4_tc_gemv.fits(5, linear.out_features, k, linear.qblock, five.dtype)
+        with pytest.raises(NVRTCError, match="does not take"):
+            nf4_tc_gemv.gemv(linear, five, 4)
 
 
 def test_each_batch_bucket_takes_the_measured_kernel():

@@ -36,6 +36,9 @@ def test_the_source_holds_the_shape_and_the_code_table():
     assert "#define K 9728" in nested and "#define WARPS 16" in nested and "#if 1" in nested
     assert "#define K 2560" in plain and "#if 0" in plain
     assert nf4_tc_gemv.source(NF4[::-1], 2560, 4, False, 1) != plain  # the table is baked in
+    first = nf4_tc_gemv.source(NF4, 2560, 4, False, 1, loads_first=True)
+    assert first.replace("#if 1\n#pragma unroll\n  for (int i = 0; i < GPW; i++) first", "#if 0\n"
+                         "#pragma unroll\n  for (int i = 0; i < GPW; i++) first") == plain
 
 
 def test_nvrtc_kernels_need_a_cuda_device():
