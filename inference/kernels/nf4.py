@@ -123,7 +123,7 @@ class Config:
 
     @property
     def dequantizes(self) -> bool:
-        return self.block_m < 0
+        return self.block_m == -1
 
     @property
     def tensor_cores(self) -> bool:

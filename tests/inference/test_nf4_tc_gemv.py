@@ -44,3 +44,14 @@ def test_the_source_holds_the_shape_and_the_code_table():
 def test_nvrtc_kernels_need_a_cuda_device():
     with pytest.raises(NVRTCError):
         compile_module('extern "C" __global__ void f() {}', "f", torch.device("cpu"))
+
+
+def test_its_config_is_told_apart_from_the_others():
+    pytest.importorskip("triton")
+    from inference.kernels.nf4 import DEQUANTIZE, gemv_config, tc_gemv_config
+
+    for first in (False, True):
+        config = tc_gemv_config(8, first)
+        assert config.compiled_gemv and not config.dequantizes and not config.tensor_cores
+    assert DEQUANTIZE.dequantizes and not DEQUANTIZE.compiled_gemv
+    assert not gemv_config(6144, 2560, 64).compiled_gemv
