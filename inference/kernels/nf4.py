@@ -137,10 +137,9 @@ class Config:
 DEQUANTIZE = Config(0, 0, -1)  # the bfloat16 weight from _dequant_kernel, then cuBLAS
 
 
-def tc_gemv_config(num_warps: int, loads_first: bool = False) -> Config:
-    """The CUDA C tensor-core GEMV (up to four rows) with `num_warps` warps a block; block_k 1:
-    every weight load issued before the first product (nf4_tc_gemv.source's `loads_first`)."""
-    return Config(16, int(loads_first), -2, num_warps=num_warps)
+def tc_gemv_config(num_warps: int) -> Config:
+    """The CUDA C tensor-core GEMV (up to four rows) with `num_warps` warps a block."""
+    return Config(16, 0, -2, num_warps=num_warps)
 GEMV_MAX_ROWS = 2  # above this, the tensor-core kernel or DEQUANTIZE
 
 
@@ -320,7 +319,7 @@ class NF4Linear:
         if config.dequantizes:
             return x @ self.dequantize(x.dtype).t()
         if config.compiled_gemv:
-            return nf4_tc_gemv.gemv(self, x, config.num_warps, bool(config.block_k))
+            return nf4_tc_gemv.gemv(self, x, config.num_warps)
         if config.tensor_cores:
             return self._mma(x, config)
         if n % config.block_n or config.block_k % self.qblock:

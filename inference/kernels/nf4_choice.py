@@ -58,12 +58,11 @@ def mma_candidates(m: int, n: int, k: int, qblock: int) -> list[Config]:
 def candidates(m: int, n: int, k: int, qblock: int,
                dtype: torch.dtype = torch.bfloat16) -> list[Config]:
     """What is worth timing for `m` rows: the CUDA C tensor-core GEMV up to four rows (4, 8 or
-    16 warps sharing each 16 rows; the weights' loads interleaved with the products or all
-    first), GEMV tilings up to two rows (a few around the rule's), the
+    16 warps sharing each 16 rows), GEMV tilings up to two rows (a few around the rule's), the
     tensor-core kernel's and DEQUANTIZE from two."""
     options: list[Config | None] = []
     if nf4_tc_gemv.fits(m, n, k, qblock, dtype):
-        options += [tc_gemv_config(warps, first) for warps in (4, 8, 16) for first in (False, True)]
+        options += [tc_gemv_config(warps) for warps in (4, 8, 16)]
     if m <= GEMV_MAX_ROWS:
         options += [gemv_config(n, k, qblock)] + [
             Config(block_n, groups * qblock, 0, num_warps=warps, num_stages=2)

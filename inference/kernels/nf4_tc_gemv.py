@@ -16,13 +16,16 @@ Here the multiply-adds go to the tensor cores, which are otherwise idle in a dec
   rows): column 2m + b carries input row m where the lane's bytes lie in block b, and zeros
   elsewhere, so each output element of the products is one block's unscaled sum, which is then
   scaled in float32 — the scales never touch the bfloat16 weights;
-- the groups of a row are dealt out among the block's warps (GPW groups a warp), whose loads are
-  issued a group or two ahead of the products, or all before the first (`loads_first`); the
-  warps' float32 sums meet in shared memory.
+- the groups of a row are dealt out among the block's warps (GPW groups a warp), whose loads the
+  compiler issues a group or two ahead of the products; the warps' float32 sums meet in shared
+  memory.
 
-The first form on the H200 ran at a third of the Triton GEMV's speed: the compiler had moved each
-group's loads into the branch that used them, one memory latency a group; the kernel is now one
-basic block, out-of-range groups weighted 0.
+The kernel is one basic block (a group past the row's end, or a column of no input row, is
+weighted 0): with a branch per group the compiler moved each group's loads into it, next to their
+use, one memory latency a group. Forcing every load before the first product (through a false
+data dependency) was 15-25% slower on the H200 than the compiler's interleaving
+(bench/results/nf4-tc-gemv-h200.json); on that card it reads the weights at 0.8-1.6 TB/s against
+0.7-1.3 for the Triton GEMV.
 
 bfloat16 inputs and outputs, 64-weight quantization blocks, K a multiple of 128 and N of 16; the
 scales as float32 (fused linears) or double-quantized (8-bit codes, `code2`, `absmax2`, offset).
@@ -121,7 +124,7 @@ __device__ __forceinline__ float block_scale(const void* absmax, const float* co
 extern "C" __global__ void __launch_bounds__(WARPS * 32, 1)
 nf4_tc_gemv(const u8* __restrict__ w, const u32* __restrict__ x, const void* absmax,
             const float* code2, const float* absmax2, float offset, u16* __restrict__ y,
-            int rows_in, int n, unsigned int zero) {
+            int rows_in, int n) {
   __shared__ float partial[WARPS][$MAX_ROWS][16];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
@@ -129,7 +132,8 @@ nf4_tc_gemv(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
   const u8* wa = w + row_a * (K / 2) + 16 * c;
   const u8* wb = w + row_b * (K / 2) + 16 * c;
 
-  // every group's weights first (a group past the row's end reads the last one, unused)
+  // the weights of every group this warp takes (past the row's end: the last one again, weighted
+  // 0); the compiler issues these loads a group or two ahead of their products
   u32x4 qa[GPW], qb[GPW];
 #pragma unroll
   for (int i = 0; i < GPW; i++) {
@@ -137,16 +141,6 @@ nf4_tc_gemv(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
     qa[i] = load_weights(wa + 64 * q);
     qb[i] = load_weights(wb + 64 * q);
   }
-  // LOADS_FIRST: the first product waits for every group's weights (through `zero`, 0 at run
-  // time, which the compiler cannot fold), so all the loads are issued before any product;
-  // otherwise the compiler interleaves them with the products, about two groups ahead.
-  u32 first = 0u;
-#if $LOADS_FIRST
-#pragma unroll
-  for (int i = 0; i < GPW; i++) first |= qa[i].x | qb[i].x;
-  first &= zero;
-#endif
-
   // B column g: input row g / 2 where this lane's bytes lie in block g % 2 (c / 2), else zeros
   const int x_row = g >> 1;
   const int feeds = x_row < rows_in && (g & 1) == (c >> 1);
@@ -173,7 +167,7 @@ nf4_tc_gemv(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
     u32 pa[16], pb[16];
     pairs16(qa[i], pa);
     pairs16(qb[i], pb);
-    float d[4] = {__uint_as_float(first), 0.f, 0.f, 0.f};  // +0.0
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
     for (int j = 0; j < 8; j++)
       mma(d, pa[2 * j], pb[2 * j], pa[2 * j + 1], pb[2 * j + 1], xq[2 * j], xq[2 * j + 1]);
@@ -200,17 +194,14 @@ nf4_tc_gemv(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
 """)
 
 
-def source(code: tuple[float, ...], k: int, warps: int, nested: bool, blocksize2: int,
-           loads_first: bool = False) -> str:
-    """The kernel's CUDA C for one shape and scale format, the code table as constants.
-    `loads_first`: every group's weight loads are issued before the first product; otherwise
-    the compiler interleaves them with the products (fewer registers, more warps a multiprocessor)."""
+def source(code: tuple[float, ...], k: int, warps: int, nested: bool, blocksize2: int) -> str:
+    """The kernel's CUDA C for one shape and scale format, the code table as constants."""
     low, high = _table_words(code)
     return _SOURCE.substitute(
         LOW0=low[0], LOW1=low[1], LOW2=low[2], LOW3=low[3],
         HIGH0=high[0], HIGH1=high[1], HIGH2=high[2], HIGH3=high[3],
         K=k, WARPS=warps, NESTED=int(nested), BLOCKSIZE2=max(1, blocksize2), QBLOCK=QBLOCK,
-        MAX_ROWS=MAX_ROWS, LOADS_FIRST=int(loads_first))
+        MAX_ROWS=MAX_ROWS)
 
 
 def fits(m: int, n: int, k: int, qblock: int, dtype: torch.dtype) -> bool:
@@ -221,24 +212,21 @@ def fits(m: int, n: int, k: int, qblock: int, dtype: torch.dtype) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _kernel(code: tuple[float, ...], k: int, warps: int, nested: bool, blocksize2: int,
-            loads_first: bool, device: torch.device):
-    return compile_module(source(code, k, warps, nested, blocksize2, loads_first), "nf4_tc_gemv",
-                          device)
+            device: torch.device):
+    return compile_module(source(code, k, warps, nested, blocksize2), "nf4_tc_gemv", device)
 
 
-def gemv(linear, x: torch.Tensor, warps: int, loads_first: bool = False) -> torch.Tensor:
+def gemv(linear, x: torch.Tensor, warps: int) -> torch.Tensor:
     """y = x @ W.T for `linear` (an NF4Linear) and x (m ≤ MAX_ROWS, K) bfloat16 on a CUDA GPU;
-    `warps` share each 16 rows' groups; `loads_first` as in `source`."""
+    `warps` share each 16 rows' groups."""
     m, k = x.shape
     n = linear.out_features
     if not fits(m, n, k, linear.qblock, x.dtype):
         raise NVRTCError(f"the tensor-core GEMV does not take {m}x{k} @ {n}x{k} in {x.dtype}")
-    kernel = _kernel(linear.code_values, k, warps, linear.nested, linear.blocksize2, loads_first,
-                     x.device)
+    kernel = _kernel(linear.code_values, k, warps, linear.nested, linear.blocksize2, x.device)
     x = x.contiguous()
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     kernel.launch((n // 16, 1, 1), (warps * 32, 1, 1),
                   [linear.packed, x, linear.absmax, linear.code2, linear.absmax2,
-                   ctypes.c_float(linear.offset), y, ctypes.c_int(m), ctypes.c_int(n),
-                   ctypes.c_uint(0)])
+                   ctypes.c_float(linear.offset), y, ctypes.c_int(m), ctypes.c_int(n)])
     return y

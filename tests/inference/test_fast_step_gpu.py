@@ -145,7 +145,7 @@ def test_the_compiled_gemv_matches_the_dequantized_weight(nested, k):
         for rows in (1, 2, 3, 4):
             x = torch.randn(rows, k, device=CUDA, dtype=torch.bfloat16)
             expected = x.float() @ weight.t()
-            for config in (tc_gemv_config(w, first) for w in (4, 8, 16) for first in (0, 1)):
+            for config in (tc_gemv_config(warps) for warps in (4, 8, 16)):
                 got = linear.matmul(x, config)
                 assert got.dtype == torch.bfloat16 and got.shape == expected.shape
                 assert torch.equal(linear.matmul(x, config), got)

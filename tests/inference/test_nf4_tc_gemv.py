@@ -36,9 +36,6 @@ def test_the_source_holds_the_shape_and_the_code_table():
     assert "#define K 9728" in nested and "#define WARPS 16" in nested and "#if 1" in nested
     assert "#define K 2560" in plain and "#if 0" in plain
     assert nf4_tc_gemv.source(NF4[::-1], 2560, 4, False, 1) != plain  # the table is baked in
-    first = nf4_tc_gemv.source(NF4, 2560, 4, False, 1, loads_first=True)
-    assert first.replace("#if 1\n#pragma unroll\n  for (int i = 0; i < GPW; i++) first", "#if 0\n"
-                         "#pragma unroll\n  for (int i = 0; i < GPW; i++) first") == plain
 
 
 def test_nvrtc_kernels_need_a_cuda_device():
@@ -50,8 +47,7 @@ def test_its_config_is_told_apart_from_the_others():
     pytest.importorskip("triton")
     from inference.kernels.nf4 import DEQUANTIZE, gemv_config, tc_gemv_config
 
-    for first in (False, True):
-        config = tc_gemv_config(8, first)
-        assert config.compiled_gemv and not config.dequantizes and not config.tensor_cores
+    config = tc_gemv_config(8)
+    assert config.compiled_gemv and not config.dequantizes and not config.tensor_cores
     assert DEQUANTIZE.dequantizes and not DEQUANTIZE.compiled_gemv
     assert not gemv_config(6144, 2560, 64).compiled_gemv
