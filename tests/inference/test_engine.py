@@ -134,7 +134,10 @@ async def test_cancel_frees_within_one_step(builtin_engine):
         if chunk.finish_reason:
             break
     assert chunk.finish_reason == "cancelled"
-    assert after_cancel <= 1  # at most the step already under way
+    # at most the steps already under way: one, and with async scheduling (on with CUDA) the
+    # one launched ahead of it
+    ahead = builtin_engine.info()["step"]["async_scheduling"]
+    assert after_cancel <= (2 if ahead else 1)
     assert await blocks_used(builtin_engine, idle) == idle
     for _ in range(50):
         if builtin_engine.active_count == 0:
