@@ -85,6 +85,28 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+INLINE_PREPARE_CHARS = 16_384  # text up to this size is templated and tokenized on the loop
+
+
+def prepares_inline(request: GenerationRequest) -> bool:
+    """Whether `asubmit` prepares `request` on the event loop: plain text of at most
+    INLINE_PREPARE_CHARS characters (or as many token ids), no tools and no grammar to compile.
+    Messages whose fields are not all strings (content parts, tool calls) go to the worker."""
+    if request.sampling.grammar is not None or request.tools:
+        return False
+    if request.prompt_token_ids is not None:
+        return len(request.prompt_token_ids) <= INLINE_PREPARE_CHARS
+    size = len(request.prompt or "") + len(request.assistant_prefix)
+    for message in request.messages or []:
+        for value in message.values():
+            if value is not None and not isinstance(value, str):
+                return False
+            size += len(value or "")
+        if size > INLINE_PREPARE_CHARS:
+            return False
+    return size <= INLINE_PREPARE_CHARS
+
+
 class Engine:
     def __init__(self, settings: EngineSettings | None = None):
         self.settings = settings or EngineSettings()
@@ -348,8 +370,13 @@ class Engine:
 
     async def asubmit(self, request: GenerationRequest) -> RequestStream:
         """`submit`, with the template and tokenizer run on a worker thread, so that a huge prompt
-        does not hold up the event loop (and every other stream on it)."""
+        does not hold up the event loop (and every other stream on it). A small one is prepared
+        on the loop: the two hops to a worker and back cost more than its template and tokens
+        (about 0.4 ms against 0.35 ms on our 2-core CI machine), time every new request waits
+        before its first token."""
         self._admitting()
+        if prepares_inline(request):
+            return self._enqueue(self._prepare(request))
         return self._enqueue(await asyncio.to_thread(self._prepare, request))
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:

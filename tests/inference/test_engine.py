@@ -18,6 +18,7 @@ from inference import (
     SamplingParams,
 )
 from inference.engine import gc_paused
+from inference.types import Grammar
 
 from ..conftest import CACHE_DIR
 
@@ -268,3 +269,43 @@ def test_loading_pauses_the_garbage_collector_and_restores_it():
     with pytest.raises(RuntimeError), gc_paused():
         raise RuntimeError("load failed")
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize(("request_", "inline"), [
+    (GenerationRequest(prompt="Hello"), True),
+    (GenerationRequest(prompt="x" * 16_384), True),
+    (GenerationRequest(prompt="x" * 16_385), False),  # a huge prompt: on a worker thread
+    (GenerationRequest(prompt_token_ids=[1] * 20_000), False),
+    (GenerationRequest(messages=[{"role": "system", "content": "s" * 9_000},
+                                 {"role": "user", "content": "u" * 7_000}]), True),
+    (GenerationRequest(messages=[{"role": "system", "content": "s" * 9_000},
+                                 {"role": "user", "content": "u" * 8_000}]), False),
+    (GenerationRequest(messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}]),
+     False),
+    (GenerationRequest(messages=[{"role": "user", "content": "hi"}],
+                       tools=[{"type": "function", "function": {"name": "f"}}]), False),
+    (GenerationRequest(prompt="{", sampling=SamplingParams(grammar=Grammar("json_object"))),
+     False),  # a grammar to compile
+])
+def test_which_requests_are_prepared_on_the_event_loop(request_, inline):
+    from inference.engine import prepares_inline
+
+    assert prepares_inline(request_) is inline
+
+
+async def test_a_huge_prompt_is_prepared_off_the_event_loop(builtin_engine, monkeypatch):
+    import threading
+
+    threads = []
+    original = type(builtin_engine)._prepare
+
+    def prepare(self, request):
+        threads.append(threading.get_ident())
+        return original(self, request)
+
+    monkeypatch.setattr(type(builtin_engine), "_prepare", prepare)
+    for text in ("Hello there.", "word " * 4_000):
+        stream = await builtin_engine.asubmit(GenerationRequest(
+            messages=[{"role": "user", "content": text}], sampling=SamplingParams(max_tokens=1)))
+        await stream.collect()
+    assert threads[0] == threading.get_ident() and threads[1] != threading.get_ident()
