@@ -5,8 +5,8 @@ a lookup, two conversions to float32 and an FMA, and Triton's layouts add moves 
 Here the multiply-adds go to the tensor cores, which are otherwise idle in a decode step:
 
 - a warp owns 16 weight rows; lane (g, c) (g = lane / 4, c = lane % 4) loads 16 bytes of row g
-  and 16 of row g + 8 at byte 16c of each 64-byte group (two quantization blocks of 64 weights);
-  the 8 lanes of a row read 128 contiguous bytes;
+  and 16 of row g + 8 at byte 16c of each 64-byte group (two quantization blocks of 64 weights):
+  the 4 lanes of a row read its group's 64 contiguous bytes;
 - each byte becomes its two code values as a bfloat16 pair in registers (`prmt` over the code
   table, as in nf4_asm.py), and is used directly as an A fragment register of
   `mma.m16n8k16`: the dot product does not care in which order k is visited, so byte 2j of lane
@@ -45,7 +45,6 @@ from .nvrtc import NVRTCError, compile_module
 
 QBLOCK = 64
 MAX_ROWS = 4  # input rows one launch takes: 2 blocks × 4 rows fill B's 8 columns
-GROUP_BYTES = 64  # bytes of a row a warp's 4 lanes of that row read per group
 
 _SOURCE = Template(r"""
 typedef unsigned int u32;
