@@ -36,7 +36,7 @@ from .nf4 import (
 
 logger = logging.getLogger(__name__)
 
-MARGIN = 0.9  # Triton must take at most this fraction of bitsandbytes' time
+MARGIN = 0.9  # ours must take at most this fraction of bitsandbytes' time
 REPLAYS = 5
 TOLERANCE = 2e-2  # largest difference from bitsandbytes, relative to its largest output
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -152,9 +152,9 @@ def _choose(members: list[NF4Linear], m: int, dtype: torch.dtype,
 
 def choose_kernels(linears: Iterable[NF4Linear], dtype: torch.dtype, device: torch.device,
                    max_rows: int) -> dict[str, dict[int, dict]]:
-    """Measure each shape at each row bucket up to `max_rows`; record Triton's wins on the
-    linears. Returns {"NxK, 8-bit|fp32 scales": {rows: {bitsandbytes_us, triton_us, config,
-    kernel}}}."""
+    """Measure each shape at each row bucket up to `max_rows`; record our kernels' wins on the
+    linears. Returns {"NxK, 8-bit|fp32 scales": {rows: {bitsandbytes_us, triton_us (the best of
+    ours, the CUDA C GEMV included), config, kernel}}}."""
     groups: dict[tuple[int, int, bool], list[NF4Linear]] = {}
     for linear in linears:
         linear.use_bitsandbytes()

@@ -222,8 +222,14 @@ def gemv(linear, x: torch.Tensor, warps: int) -> torch.Tensor:
     n = linear.out_features
     if not fits(m, n, k, linear.qblock, x.dtype):
         raise NVRTCError(f"the tensor-core GEMV does not take {m}x{k} @ {n}x{k} in {x.dtype}")
+    if warps < 2:  # the last sums take rows × 16 threads
+        raise NVRTCError("the tensor-core GEMV needs at least 2 warps a block")
+    if linear.packed.data_ptr() % 16:  # its loads take 16 bytes at a time
+        raise NVRTCError("the tensor-core GEMV needs the packed weights 16-byte aligned")
     kernel = _kernel(linear.code_values, k, warps, linear.nested, linear.blocksize2, x.device)
     x = x.contiguous()
+    if x.data_ptr() % 16:
+        x = x.clone()  # a fresh allocation is aligned
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     kernel.launch((n // 16, 1, 1), (warps * 32, 1, 1),
                   [linear.packed, x, linear.absmax, linear.code2, linear.absmax2,

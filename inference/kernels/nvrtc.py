@@ -114,6 +114,7 @@ class Kernel:
                   for a in args]
         pointers = (ctypes.c_void_p * len(values))(
             *[ctypes.cast(ctypes.byref(v), ctypes.c_void_p) for v in values])
+        _make_context_current(self.device)  # a thread that has not used CUDA yet has none
         stream = torch.cuda.current_stream(self.device).cuda_stream
         _check_driver(_driver().cuLaunchKernel(
             self.function, *grid, *block, shared_bytes, ctypes.c_void_p(stream), pointers, None),

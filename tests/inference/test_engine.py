@@ -273,19 +273,26 @@ def test_loading_pauses_the_garbage_collector_and_restores_it():
 
 @pytest.mark.parametrize(("request_", "inline"), [
     (GenerationRequest(prompt="Hello"), True),
-    (GenerationRequest(prompt="x" * 16_384), True),
-    (GenerationRequest(prompt="x" * 16_385), False),  # a huge prompt: on a worker thread
-    (GenerationRequest(prompt_token_ids=[1] * 20_000), False),
-    (GenerationRequest(messages=[{"role": "system", "content": "s" * 9_000},
-                                 {"role": "user", "content": "u" * 7_000}]), True),
-    (GenerationRequest(messages=[{"role": "system", "content": "s" * 9_000},
-                                 {"role": "user", "content": "u" * 8_000}]), False),
+    (GenerationRequest(prompt="x" * 2_048), True),
+    (GenerationRequest(prompt="x" * 2_049), False),  # a long prompt: on a worker thread
+    (GenerationRequest(prompt="é" * 256), True),  # non-ASCII text counts 8 a character
+    (GenerationRequest(prompt="é" * 257), False),
+    (GenerationRequest(prompt_token_ids=[1] * 2_048), True),
+    (GenerationRequest(prompt_token_ids=[1] * 2_049), False),
+    (GenerationRequest(messages=[{"role": "system", "content": "s" * 1_000},
+                                 {"role": "user", "content": "u" * 1_000}]), True),
+    (GenerationRequest(messages=[{"role": "system", "content": "s" * 1_000},
+                                 {"role": "user", "content": "u" * 1_100}]), False),
     (GenerationRequest(messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}]),
      False),
     (GenerationRequest(messages=[{"role": "user", "content": "hi"}],
                        tools=[{"type": "function", "function": {"name": "f"}}]), False),
     (GenerationRequest(prompt="{", sampling=SamplingParams(grammar=Grammar("json_object"))),
      False),  # a grammar to compile
+    (GenerationRequest(messages=[{"role": "user", "content": "hi"}],
+                       chat_template_kwargs={"enable_thinking": False}), True),
+    (GenerationRequest(messages=[{"role": "user", "content": "hi"}],
+                       chat_template_kwargs={"chat_template": "{{ messages }}"}), False),
 ])
 def test_which_requests_are_prepared_on_the_event_loop(request_, inline):
     from inference.engine import prepares_inline
@@ -304,7 +311,7 @@ async def test_a_huge_prompt_is_prepared_off_the_event_loop(builtin_engine, monk
         return original(self, request)
 
     monkeypatch.setattr(type(builtin_engine), "_prepare", prepare)
-    for text in ("Hello there.", "word " * 4_000):
+    for text in ("Hello there.", "word " * 1_000):
         stream = await builtin_engine.asubmit(GenerationRequest(
             messages=[{"role": "user", "content": text}], sampling=SamplingParams(max_tokens=1)))
         await stream.collect()

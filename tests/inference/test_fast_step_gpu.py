@@ -131,7 +131,8 @@ def test_the_tensor_core_kernel_matches_the_dequantized_weight(nested, dtype):
 
 
 @pytest.mark.parametrize("nested", [True, False])
-@pytest.mark.parametrize("k", [640, 2560])  # 5 groups a row (fewer than some blocks' warps), 20
+# 5 groups a row (fewer than some blocks' warps), 20, and 76 (down's: up to 19 a warp)
+@pytest.mark.parametrize("k", [640, 2560, 9728])
 def test_the_compiled_gemv_matches_the_dequantized_weight(nested, k):
     from inference.kernels import nf4_tc_gemv
     from inference.kernels.nf4 import NF4Linear, tc_gemv_config
