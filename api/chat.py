@@ -2,8 +2,8 @@
 
 One engine request per choice (`n`), all submitted before any answer starts, so a too-long prompt
 (413) or a saturated engine (503) is an HTTP status, not a broken stream. The chat is rendered and
-tokenized once, off the event loop unless it is short (`engine.asubmit`): the other choices reuse
-the first one's prompt tokens. Each choice's text goes through the same two parsers in both modes: `<think>` into
+tokenized once, off the event loop (`engine.asubmit`): the other choices reuse the first one's
+prompt tokens. Each choice's text goes through the same two parsers in both modes: `<think>` into
 `reasoning_content`, then Qwen3 `<tool_call>` blocks into `tool_calls`; non-streaming is the stream
 collected, so both agree. A choice that failed (500) or that the server cancelled (503: shutting
 down) fails the whole answer.

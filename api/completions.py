@@ -3,8 +3,8 @@
 Each prompt of the request (text or token ids, one or a list) becomes `n` engine requests, all
 submitted before any answer starts, so a too-long prompt (413, or 400 with `--context-error-status
 400`) or a saturated engine (503) is an HTTP status, not a broken stream. A prompt is tokenized
-once, off the event loop unless it is short: its other choices reuse the first one's tokens.
-Choice `i` of prompt `p` has index `p * n + i`, as OpenAI numbers them. The non-streaming answer is the streams collected;
+once, off the event loop: its other choices reuse the first one's tokens. Choice `i` of prompt `p`
+has index `p * n + i`, as OpenAI numbers them. The non-streaming answer is the streams collected;
 with `echo`, each choice's text starts with its prompt (token ids decoded). A choice that failed
 (500) or that the server cancelled (503: shutting down) fails the whole answer.
 """

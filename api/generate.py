@@ -2,7 +2,7 @@
 
 Streaming sends one `generation.chunk` event per text delta, then one with `finish_reason`, `usage`
 and `timings`, then `data: [DONE]`. The non-streaming answer is the same stream collected. The
-prompt is tokenized off the event loop unless it is short (`engine.asubmit`). A generation that failed is a 500, one
+prompt is tokenized off the event loop (`engine.asubmit`). A generation that failed is a 500, one
 the server cancelled (shutting down) a 503, as in /chat/completions.
 """
 

@@ -85,37 +85,6 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-INLINE_PREPARE_COST = 2_048  # what `asubmit` prepares on the loop: about 1 ms of work at most
-NON_ASCII_COST = 8  # a non-ASCII character tokenizes about 8 times slower than an ASCII one
-
-
-def prepares_inline(request: GenerationRequest) -> bool:
-    """Whether `asubmit` prepares `request` on the event loop: plain text costing at most
-    INLINE_PREPARE_COST (ASCII characters count 1, others NON_ASCII_COST), or at most as many
-    token ids; no tools, no grammar to compile, and no template options but plain values (a
-    request's own `chat_template` is a program to compile). Messages whose fields are not all
-    strings (content parts, tool calls) go to the worker too."""
-    if request.sampling.grammar is not None or request.tools:
-        return False
-    if any(not isinstance(v, bool | int | float | type(None))
-           for v in request.chat_template_kwargs.values()):
-        return False
-    if request.prompt_token_ids is not None:
-        return len(request.prompt_token_ids) <= INLINE_PREPARE_COST
-    texts = [request.prompt or "", request.assistant_prefix]
-    for message in request.messages or []:
-        for value in message.values():
-            if value is not None and not isinstance(value, str):
-                return False
-            texts.append(value or "")
-    cost = 0
-    for text in texts:
-        cost += len(text) if text.isascii() else NON_ASCII_COST * len(text)
-        if cost > INLINE_PREPARE_COST:
-            return False
-    return True
-
-
 class Engine:
     def __init__(self, settings: EngineSettings | None = None):
         self.settings = settings or EngineSettings()
@@ -277,7 +246,7 @@ class Engine:
         tokenizer = self.tokenizer
         if request.prompt_token_ids is not None:
             ids = list(request.prompt_token_ids)
-            vocabulary = len(tokenizer)  # not per id: about 1 µs a call
+            vocabulary = len(tokenizer)  # once, not per id: about 1 µs a call
             if any(not isinstance(i, int) or not 0 <= i < vocabulary for i in ids):
                 raise InvalidRequestError("prompt_token_ids holds an unknown token id", "prompt")
             return ids, None
@@ -379,14 +348,9 @@ class Engine:
         return self._enqueue(self._prepare(request))
 
     async def asubmit(self, request: GenerationRequest) -> RequestStream:
-        """`submit`, with the template and tokenizer run on a worker thread, so that a long prompt
-        does not hold up the event loop (and every other stream on it). A short one
-        (`prepares_inline`) is prepared on the loop: the two hops to a worker and back (about
-        0.4-0.6 ms on our 2-core CI machine) would cost it more than its template and tokens,
-        and every new request waits for them before its first token."""
+        """`submit`, with the template and tokenizer run on a worker thread, so that a huge prompt
+        does not hold up the event loop (and every other stream on it)."""
         self._admitting()
-        if prepares_inline(request):
-            return self._enqueue(self._prepare(request))
         return self._enqueue(await asyncio.to_thread(self._prepare, request))
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:

@@ -283,13 +283,9 @@ async def test_n_choices_render_the_chat_once_off_the_event_loop(api_client, bui
         return render(*args, **kwargs)
 
     monkeypatch.setattr(tokenizer, "apply_chat_template", spy)
-    # long enough for a worker thread (a short chat is rendered on the loop: engine.asubmit)
-    long_chat = [{"role": "user", "content": "Tell me about lighthouses. " * 100}]
-    body = await chat(api_client, messages=long_chat, n=3, max_tokens=2, seed=1)
+    body = await chat(api_client, n=3, max_tokens=2, seed=1)
     assert len(body["choices"]) == 3
     assert len(threads) == 1 and threads[0] is not threading.current_thread()
-    await chat(api_client, n=3, max_tokens=2, seed=1)  # short: once, on the loop
-    assert len(threads) == 2 and threads[1] is threading.current_thread()
 
 
 async def test_tiny_temperature_is_greedy_and_tiny_repetition_penalty_is_400(api_client):

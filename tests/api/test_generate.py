@@ -77,8 +77,7 @@ async def test_invalid_parameters_are_400(api_client):
         assert response.json()["error"]["param"] == param
 
 
-async def test_a_long_prompt_is_tokenized_off_the_event_loop(api_client, builtin_engine,
-                                                             monkeypatch):
+async def test_prompt_is_tokenized_off_the_event_loop(api_client, builtin_engine, monkeypatch):
     tokenizer = builtin_engine.tokenizer
     encode, threads = tokenizer.encode, []
 
@@ -87,14 +86,9 @@ async def test_a_long_prompt_is_tokenized_off_the_event_loop(api_client, builtin
         return encode(*args, **kwargs)
 
     monkeypatch.setattr(tokenizer, "encode", spy)
-    response = await api_client.post("/generate", json={"prompt": "Once upon a time. " * 200,
-                                                        "max_tokens": 2})
-    assert response.status_code == 200
-    assert threads and threading.current_thread() not in threads
-    threads.clear()  # a short one costs less than the hop to a worker: on the loop
     response = await api_client.post("/generate", json={"prompt": "Once", "max_tokens": 2})
     assert response.status_code == 200
-    assert threads and set(threads) == {threading.current_thread()}
+    assert threads and threading.current_thread() not in threads
 
 
 async def test_extreme_sampling_values_never_500(api_client):

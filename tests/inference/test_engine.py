@@ -18,7 +18,6 @@ from inference import (
     SamplingParams,
 )
 from inference.engine import gc_paused
-from inference.types import Grammar
 
 from ..conftest import CACHE_DIR
 
@@ -269,50 +268,3 @@ def test_loading_pauses_the_garbage_collector_and_restores_it():
     with pytest.raises(RuntimeError), gc_paused():
         raise RuntimeError("load failed")
     assert gc.isenabled()
-
-
-@pytest.mark.parametrize(("request_", "inline"), [
-    (GenerationRequest(prompt="Hello"), True),
-    (GenerationRequest(prompt="x" * 2_048), True),
-    (GenerationRequest(prompt="x" * 2_049), False),  # a long prompt: on a worker thread
-    (GenerationRequest(prompt="é" * 256), True),  # non-ASCII text counts 8 a character
-    (GenerationRequest(prompt="é" * 257), False),
-    (GenerationRequest(prompt_token_ids=[1] * 2_048), True),
-    (GenerationRequest(prompt_token_ids=[1] * 2_049), False),
-    (GenerationRequest(messages=[{"role": "system", "content": "s" * 1_000},
-                                 {"role": "user", "content": "u" * 1_000}]), True),
-    (GenerationRequest(messages=[{"role": "system", "content": "s" * 1_000},
-                                 {"role": "user", "content": "u" * 1_100}]), False),
-    (GenerationRequest(messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}]),
-     False),
-    (GenerationRequest(messages=[{"role": "user", "content": "hi"}],
-                       tools=[{"type": "function", "function": {"name": "f"}}]), False),
-    (GenerationRequest(prompt="{", sampling=SamplingParams(grammar=Grammar("json_object"))),
-     False),  # a grammar to compile
-    (GenerationRequest(messages=[{"role": "user", "content": "hi"}],
-                       chat_template_kwargs={"enable_thinking": False}), True),
-    (GenerationRequest(messages=[{"role": "user", "content": "hi"}],
-                       chat_template_kwargs={"chat_template": "{{ messages }}"}), False),
-])
-def test_which_requests_are_prepared_on_the_event_loop(request_, inline):
-    from inference.engine import prepares_inline
-
-    assert prepares_inline(request_) is inline
-
-
-async def test_a_huge_prompt_is_prepared_off_the_event_loop(builtin_engine, monkeypatch):
-    import threading
-
-    threads = []
-    original = type(builtin_engine)._prepare
-
-    def prepare(self, request):
-        threads.append(threading.get_ident())
-        return original(self, request)
-
-    monkeypatch.setattr(type(builtin_engine), "_prepare", prepare)
-    for text in ("Hello there.", "word " * 1_000):
-        stream = await builtin_engine.asubmit(GenerationRequest(
-            messages=[{"role": "user", "content": text}], sampling=SamplingParams(max_tokens=1)))
-        await stream.collect()
-    assert threads[0] == threading.get_ident() and threads[1] != threading.get_ident()
