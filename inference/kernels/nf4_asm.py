@@ -22,7 +22,7 @@ import os
 import torch
 
 
-def _table_words(code: tuple[float, ...]) -> tuple[list[str], list[str]]:
+def table_words(code: tuple[float, ...]) -> tuple[list[str], list[str]]:
     """The low and the high bytes of the codes' bfloat16 bits, four to a 32-bit word."""
     bits = torch.tensor(code).to(torch.bfloat16).view(torch.int16).to(torch.int64).tolist()
     low = [b & 0xFF for b in bits]
@@ -47,7 +47,7 @@ def _lookup_two_bytes(src: str, low: list[str], high: list[str]) -> str:
 
 
 def _program(code: tuple[float, ...], per_pair) -> str:
-    low, high = _table_words(code)
+    low, high = table_words(code)
     body = ""
     for half in (0, 1):
         src = "$4" if half == 0 else "w"

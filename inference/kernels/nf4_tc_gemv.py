@@ -40,7 +40,7 @@ from string import Template
 
 import torch
 
-from .nf4_asm import _table_words
+from .nf4_asm import table_words
 from .nvrtc import NVRTCError, compile_module
 
 QBLOCK = 64
@@ -195,7 +195,7 @@ nf4_tc_gemv(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
 
 def source(code: tuple[float, ...], k: int, warps: int, nested: bool, blocksize2: int) -> str:
     """The kernel's CUDA C for one shape and scale format, the code table as constants."""
-    low, high = _table_words(code)
+    low, high = table_words(code)
     return _SOURCE.substitute(
         LOW0=low[0], LOW1=low[1], LOW2=low[2], LOW3=low[3],
         HIGH0=high[0], HIGH1=high[1], HIGH2=high[2], HIGH3=high[3],
