@@ -135,12 +135,12 @@ class Config:
 
 
 DEQUANTIZE = Config(0, 0, -1)  # the bfloat16 weight from _dequant_kernel, then cuBLAS
+GEMV_MAX_ROWS = 2  # above this, the tensor-core kernel or DEQUANTIZE
 
 
 def tc_gemv_config(num_warps: int) -> Config:
     """The CUDA C tensor-core GEMV (up to four rows) with `num_warps` warps a block."""
     return Config(16, 0, -2, num_warps=num_warps)
-GEMV_MAX_ROWS = 2  # above this, the tensor-core kernel or DEQUANTIZE
 
 
 def _packs(tile_bytes: int, num_warps: int) -> bool:
