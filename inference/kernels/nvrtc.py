@@ -6,8 +6,8 @@ library (the `nvidia-cuda-nvrtc` wheel that a CUDA build of torch installs, or a
 not a compiler on the PATH: nothing has to be installed beyond the Python packages, as on a Space.
 `torch.cuda._compile_kernel` does the same but asks for a CUDA toolkit's headers ($CUDA_HOME).
 
-`compile_module` turns source into a cubin for the current GPU and loads it (cached per source and
-device); `Kernel.launch` queues it on the current torch stream, so it is captured in CUDA graphs
+`compile_module` turns source into a cubin for the current GPU and loads it (each call compiles:
+callers keep the `Kernel`, as nf4_tc_gemv does per shape); `Kernel.launch` queues it on the current torch stream, so it is captured in CUDA graphs
 like any other kernel. Every failure raises `NVRTCError`; callers treat the kernel as unavailable.
 """
 
@@ -121,7 +121,6 @@ class Kernel:
             "cuLaunchKernel")
 
 
-@functools.lru_cache(maxsize=64)
 def _load(source: str, name: str, device_index: int) -> Kernel:
     device = torch.device("cuda", device_index)
     major, minor = torch.cuda.get_device_capability(device)
