@@ -8,8 +8,8 @@ not a compiler on the PATH: nothing has to be installed beyond the Python packag
 
 `compile_module` turns source into a cubin for the current GPU and loads it (each call compiles:
 callers keep the `Kernel`, as nf4_tc_gemv does per shape); `Kernel.launch` queues it on the
-current torch stream, so it is captured in CUDA graphs like any other kernel. Every failure
-raises `NVRTCError`; callers treat the kernel as unavailable.
+current torch stream, so it is captured in CUDA graphs like any other kernel. A failure to
+compile, load or launch raises `NVRTCError`; callers treat the kernel as unavailable.
 """
 
 from __future__ import annotations
