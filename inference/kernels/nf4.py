@@ -12,7 +12,8 @@ start-up measurement (kernels/nf4_choice.py) found one of ours faster on this GP
 in `triton` (and `above`):
 - the CUDA C tensor-core GEMV (kernels/nf4_tc_gemv.py, compiled by NVRTC) for one to four rows:
   the looked-up weights go straight into `mma` fragments, the inputs split by quantization block
-  over B's columns;
+  over B's columns; and its sibling for up to sixteen rows (kernels/nf4_tc_gemm.py), each
+  product inside one quantization block and B's columns plain input rows;
 - `_gemv_kernel` (kernels/nf4_gemv.py) for one row (two rows run it twice): each program
   computes BLOCK_N outputs, reading its rows' packed bytes with coalesced loads and summing
   element-wise until the end (no cross-thread reduction in the loop);
@@ -34,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import nf4_tc_gemv
+from . import nf4_tc_gemm, nf4_tc_gemv
 from .nf4_asm import lookup_asm
 from .nf4_gemv import _gemv_kernel
 from .nf4_mma import _mma_kernel, _scales, _sum_shares_kernel
@@ -110,9 +111,10 @@ def _expanded_absmax(state) -> torch.Tensor:
 @dataclass(frozen=True)
 class Config:
     """One way to run the product: the GEMV's tiles (block_m 0), DEQUANTIZE (block_m -1), the
-    CUDA C tensor-core GEMV (block_m -2, `num_warps` a block; kernels/nf4_tc_gemv.py), or the
-    tensor-core kernel's (block_m > 0; kernels/nf4_mma.py), whose programs each take 1/split_k
-    of the quantization blocks. block_k: weight columns per iteration."""
+    CUDA C tensor-core kernels (`num_warps` a block: block_m -2 up to four rows,
+    kernels/nf4_tc_gemv.py; -3 up to sixteen, kernels/nf4_tc_gemm.py), or the tensor-core
+    kernel's (block_m > 0; kernels/nf4_mma.py), whose programs each take 1/split_k of the
+    quantization blocks. block_k: weight columns per iteration."""
 
     block_n: int
     block_k: int
@@ -130,8 +132,9 @@ class Config:
         return self.block_m > 0
 
     @property
-    def compiled_gemv(self) -> bool:
-        return self.block_m == -2
+    def compiled(self) -> bool:
+        """One of the CUDA C kernels."""
+        return self.block_m in (-2, -3)
 
 
 DEQUANTIZE = Config(0, 0, -1)  # the bfloat16 weight from _dequant_kernel, then cuBLAS
@@ -141,6 +144,11 @@ GEMV_MAX_ROWS = 2  # above this, the tensor-core kernel or DEQUANTIZE
 def tc_gemv_config(num_warps: int) -> Config:
     """The CUDA C tensor-core GEMV (up to four rows) with `num_warps` warps a block."""
     return Config(16, 0, -2, num_warps=num_warps)
+
+
+def tc_gemm_config(num_warps: int) -> Config:
+    """The CUDA C tensor-core kernel for up to sixteen rows, `num_warps` warps a block."""
+    return Config(16, 0, -3, num_warps=num_warps)
 
 
 def _packs(tile_bytes: int, num_warps: int) -> bool:
@@ -318,8 +326,10 @@ class NF4Linear:
             raise ValueError(f"no tiling for {m}x{k} @ {n}x{k}")
         if config.dequantizes:
             return x @ self.dequantize(x.dtype).t()
-        if config.compiled_gemv:
+        if config.block_m == -2:
             return nf4_tc_gemv.gemv(self, x, config.num_warps)
+        if config.block_m == -3:
+            return nf4_tc_gemm.gemm(self, x, config.num_warps)
         if config.tensor_cores:
             return self._mma(x, config)
         if n % config.block_n or config.block_k % self.qblock:

@@ -1,9 +1,10 @@
 """Which 4-bit product each batch size takes, decided at start-up by measuring on this GPU.
 
 A decode step multiplies one row per sequence by every NF4 weight. Whether bitsandbytes' kernels
-(its GEMV for one row; dequantize-then-matmul above) or ours (the CUDA C tensor-core GEMV of
-nf4_tc_gemv.py up to four rows, where NVRTC is found; `_gemv_kernel` for one or two rows; from two
-rows the tensor-core kernel of nf4_mma.py, and DEQUANTIZE, our dequantization then cuBLAS) are
+(its GEMV for one row; dequantize-then-matmul above) or ours (where NVRTC is found, the CUDA C
+tensor-core kernels: nf4_tc_gemv.py's up to four rows, nf4_tc_gemm.py's from two to sixteen;
+`_gemv_kernel` for one or two rows; from two rows the tensor-core kernel of nf4_mma.py, and
+DEQUANTIZE, our dequantization then cuBLAS) are
 faster depends on the GPU, the shape and the number of rows. So before the CUDA
 graphs are captured, `choose_kernels` times them on the model's own linears, grouped by shape, for
 each row bucket up to the largest decode batch: each candidate is captured in a CUDA graph that
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from . import nf4_tc_gemv
+from . import nf4_tc_gemm, nf4_tc_gemv
 from .nf4 import (
     DEQUANTIZE,
     GEMV_MAX_ROWS,
@@ -31,6 +32,7 @@ from .nf4 import (
     NF4Linear,
     gemv_config,
     mma_tiles,
+    tc_gemm_config,
     tc_gemv_config,
 )
 
@@ -57,12 +59,15 @@ def mma_candidates(m: int, n: int, k: int, qblock: int) -> list[Config]:
 
 def candidates(m: int, n: int, k: int, qblock: int,
                dtype: torch.dtype = torch.bfloat16) -> list[Config]:
-    """What is worth timing for `m` rows: the CUDA C tensor-core GEMV up to four rows (4, 8 or
-    16 warps sharing each 16 rows), GEMV tilings up to two rows (a few around the rule's), the
-    tensor-core kernel's and DEQUANTIZE from two."""
+    """What is worth timing for `m` rows: the CUDA C tensor-core kernels, the GEMV up to four
+    rows and the other from two to sixteen (4, 8 or 16 warps sharing each 16 rows), GEMV
+    tilings up to two rows (a few around the rule's), the tensor-core kernel's and DEQUANTIZE
+    from two."""
     options: list[Config | None] = []
     if nf4_tc_gemv.fits(m, n, k, qblock, dtype):
         options += [tc_gemv_config(warps) for warps in (4, 8, 16)]
+    if m >= 2 and nf4_tc_gemm.fits(m, n, k, qblock, dtype):
+        options += [tc_gemm_config(warps) for warps in (4, 8, 16)]
     if m <= GEMV_MAX_ROWS:
         options += [gemv_config(n, k, qblock)] + [
             Config(block_n, groups * qblock, 0, num_warps=warps, num_stages=2)
@@ -74,7 +79,7 @@ def candidates(m: int, n: int, k: int, qblock: int,
     for option in options:
         if option is None or option in unique:
             continue
-        if option.dequantizes or option.compiled_gemv or n % option.block_n == 0:
+        if option.dequantizes or option.compiled or n % option.block_n == 0:
             unique.append(option)
     return unique
 
@@ -137,7 +142,7 @@ def _choose(members: list[NF4Linear], m: int, dtype: torch.dtype,
     chosen = best is not None and best[0] <= MARGIN * bnb_us
     kernel = "bitsandbytes"
     if chosen:
-        kernel = "cuda" if best[1].compiled_gemv else "triton"
+        kernel = "cuda" if best[1].compiled else "triton"
     for linear in members:  # buckets are measured in increasing order
         linear.triton[m] = best[1] if chosen else None
         # rows above the largest bucket (prompt chunks): DEQUANTIZE where it beat bitsandbytes

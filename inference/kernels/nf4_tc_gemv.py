@@ -46,7 +46,8 @@ from .nvrtc import NVRTCError, compile_module
 QBLOCK = 64
 MAX_ROWS = 4  # input rows one launch takes: 2 blocks × 4 rows fill B's 8 columns
 
-_SOURCE = Template(r"""
+# Device functions both tensor-core kernels use (nf4_tc_gemm.py too).
+HELPERS = Template(r"""
 typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned char u8;
@@ -61,10 +62,11 @@ __device__ __forceinline__ u32x4 load_weights(const u8* p) {
   return v;
 }
 
-// Inputs: read by every warp of the GPU, cached; zeros where `on` is 0.
+// COUNT inputs: read by every warp of the GPU, cached; zeros where `on` is 0.
+template <int COUNT>
 __device__ __forceinline__ void load_inputs(u32* v, const u32* p, int on) {
 #pragma unroll
-  for (int j = 0; j < 16; j += 4) {
+  for (int j = 0; j < COUNT; j += 4) {
     v[j] = v[j + 1] = v[j + 2] = v[j + 3] = 0u;
     asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %4, 0;\n"
                  " @p ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%5];\n}"
@@ -114,7 +116,9 @@ __device__ __forceinline__ float block_scale(const void* absmax, const float* co
   return ((const float*)absmax)[i];
 #endif
 }
+""")
 
+_KERNEL = Template(r"""
 #define K $K
 #define WARPS $WARPS
 #define GROUPS (K / 128)                       // 64-byte groups of a row
@@ -147,7 +151,7 @@ nf4_tc_gemv(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
   const long long blocks = K / $QBLOCK;
   float acc_a = 0.f, acc_b = 0.f;
   u32 xv[2][16];  // this group's inputs and the next one's, loaded a group ahead
-  load_inputs(xv[0], xs + 64 * min(warp, GROUPS - 1), feeds);
+  load_inputs<16>(xv[0], xs + 64 * min(warp, GROUPS - 1), feeds);
 
   // One basic block from here to the sums (no branch for the scheduler to sink loads into): a
   // group past the row's end, or a lane's column of no input row, is weighted 0.
@@ -155,7 +159,7 @@ nf4_tc_gemv(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
   for (int i = 0; i < GPW; i++) {
     const int q = min(warp + i * WARPS, GROUPS - 1);
     if (i + 1 < GPW)  // known at compile time
-      load_inputs(xv[(i + 1) & 1], xs + 64 * min(warp + (i + 1) * WARPS, GROUPS - 1), feeds);
+      load_inputs<16>(xv[(i + 1) & 1], xs + 64 * min(warp + (i + 1) * WARPS, GROUPS - 1), feeds);
     const float used = (warp + i * WARPS < GROUPS && c < rows_in) ? 1.f : 0.f;
     const long long ia = row_a * blocks + 2 * q, ib = row_b * blocks + 2 * q;
     const float sa0 = used * block_scale(absmax, code2, absmax2, offset, ia);
@@ -193,14 +197,19 @@ nf4_tc_gemv(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
 """)
 
 
-def source(code: tuple[float, ...], k: int, warps: int, nested: bool, blocksize2: int) -> str:
-    """The kernel's CUDA C for one shape and scale format, the code table as constants."""
+def helpers(code: tuple[float, ...], nested: bool, blocksize2: int) -> str:
+    """The device functions' CUDA C for one code table (as constants) and scale format."""
     low, high = table_words(code)
-    return _SOURCE.substitute(
+    return HELPERS.substitute(
         LOW0=low[0], LOW1=low[1], LOW2=low[2], LOW3=low[3],
         HIGH0=high[0], HIGH1=high[1], HIGH2=high[2], HIGH3=high[3],
-        K=k, WARPS=warps, NESTED=int(nested), BLOCKSIZE2=max(1, blocksize2), QBLOCK=QBLOCK,
-        MAX_ROWS=MAX_ROWS)
+        NESTED=int(nested), BLOCKSIZE2=max(1, blocksize2))
+
+
+def source(code: tuple[float, ...], k: int, warps: int, nested: bool, blocksize2: int) -> str:
+    """The kernel's CUDA C for one shape and scale format."""
+    return helpers(code, nested, blocksize2) + _KERNEL.substitute(
+        K=k, WARPS=warps, QBLOCK=QBLOCK, MAX_ROWS=MAX_ROWS)
 
 
 def fits(m: int, n: int, k: int, qblock: int, dtype: torch.dtype) -> bool:
@@ -226,9 +235,16 @@ def gemv(linear, x: torch.Tensor, warps: int) -> torch.Tensor:
         raise NVRTCError("the tensor-core GEMV needs at least 2 warps a block")
     if linear.packed.data_ptr() % 16:  # its loads take 16 bytes at a time
         raise NVRTCError("the tensor-core GEMV needs the packed weights 16-byte aligned")
-    kernel = _kernel(linear.code_values, k, warps, linear.nested, linear.blocksize2, x.device)
+    return launch(_kernel(linear.code_values, k, warps, linear.nested, linear.blocksize2,
+                          x.device), linear, x, warps)
+
+
+def launch(kernel, linear, x: torch.Tensor, warps: int) -> torch.Tensor:
+    """Run a tensor-core kernel (this one's or nf4_tc_gemm's signature) on x: one block of
+    `warps` warps per 16 weight rows."""
+    m, n = x.shape[0], linear.out_features
     x = x.contiguous()
-    if x.data_ptr() % 16:
+    if x.data_ptr() % 16:  # the inputs are read 16 bytes at a time
         x = x.clone()  # a fresh allocation is aligned
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     kernel.launch((n // 16, 1, 1), (warps * 32, 1, 1),

@@ -133,30 +133,35 @@ def test_the_tensor_core_kernel_matches_the_dequantized_weight(nested, dtype):
 @pytest.mark.parametrize("nested", [True, False])
 # 5 groups a row (fewer than some blocks' warps), 20, and 76 (down's: up to 19 a warp)
 @pytest.mark.parametrize("k", [640, 2560, 9728])
-def test_the_compiled_gemv_matches_the_dequantized_weight(nested, k):
-    from inference.kernels import nf4_tc_gemv
-    from inference.kernels.nf4 import NF4Linear, tc_gemv_config
+def test_the_compiled_kernels_match_the_dequantized_weight(nested, k):
+    from inference.kernels import nf4_tc_gemm, nf4_tc_gemv
+    from inference.kernels.nf4 import NF4Linear, tc_gemm_config, tc_gemv_config
     from inference.kernels.nvrtc import NVRTCError
 
     torch.manual_seed(17)
     parts = [nf4_module(n, k, nested) for n in (32, 16, 16)]
+    # the GEMV up to 4 rows; the other up to 16 (one tile of 8 input rows, two, a part of one)
+    kernels = [(rows, tc_gemv_config(warps)) for rows in (1, 2, 3, 4) for warps in (4, 8, 16)]
+    kernels += [(rows, tc_gemm_config(warps)) for rows in (1, 3, 8, 9, 15, 16)
+                for warps in (4, 8, 16)]
     # its own scales (8-bit where nested), and fused (fp32 scales)
     for linear, modules in ((NF4Linear(parts[0]), parts[:1]), (NF4Linear.fused(parts), parts)):
         weight = dequantized(modules)
-        for rows in (1, 2, 3, 4):
+        for rows, config in kernels:
             x = torch.randn(rows, k, device=CUDA, dtype=torch.bfloat16)
             expected = x.float() @ weight.t()
-            for config in (tc_gemv_config(warps) for warps in (4, 8, 16)):
-                got = linear.matmul(x, config)
-                assert got.dtype == torch.bfloat16 and got.shape == expected.shape
-                assert torch.equal(linear.matmul(x, config), got)
-                # the codes are rounded to bfloat16 (2⁻⁹), as in bitsandbytes' bfloat16 weights
-                torch.testing.assert_close(got.float(), expected,
-                                           atol=2e-2 * expected.abs().max().item(), rtol=0)
-        five = torch.randn(5, k, device=CUDA, dtype=torch.bfloat16)
-        assert not nf4_tc_gemv.fits(5, linear.out_features, k, linear.qblock, five.dtype)
-        with pytest.raises(NVRTCError, match="does not take"):
-            nf4_tc_gemv.gemv(linear, five, 4)
+            got = linear.matmul(x, config)
+            assert got.dtype == torch.bfloat16 and got.shape == expected.shape
+            assert torch.equal(linear.matmul(x, config), got)
+            # the codes are rounded to bfloat16 (2⁻⁹), as in bitsandbytes' bfloat16 weights
+            torch.testing.assert_close(got.float(), expected,
+                                       atol=2e-2 * expected.abs().max().item(), rtol=0)
+        for module, rows, run in ((nf4_tc_gemv, 5, nf4_tc_gemv.gemv),
+                                  (nf4_tc_gemm, 17, nf4_tc_gemm.gemm)):
+            x = torch.randn(rows, k, device=CUDA, dtype=torch.bfloat16)
+            assert not module.fits(rows, linear.out_features, k, linear.qblock, x.dtype)
+            with pytest.raises(NVRTCError, match="does not take"):
+                run(linear, x, 4)
 
 
 def test_each_batch_bucket_takes_the_measured_kernel():
@@ -178,7 +183,7 @@ def test_each_batch_bucket_takes_the_measured_kernel():
         linear = fused if "fp32" in name else singles[0]
         assert [linear.triton[m] is not None for m in by_rows] == [
             e["kernel"] != "bitsandbytes" for e in by_rows.values()]
-        assert [linear.triton[m] is not None and linear.triton[m].compiled_gemv
+        assert [linear.triton[m] is not None and linear.triton[m].compiled
                 for m in by_rows] == [e["kernel"] == "cuda" for e in by_rows.values()]
     assert len({tuple(s.triton.items()) for s in singles}) == 1  # one choice per shape
     for name, by_rows in report.items():  # above the largest bucket: DEQUANTIZE if it won there

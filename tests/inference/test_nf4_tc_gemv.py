@@ -45,9 +45,10 @@ def test_nvrtc_kernels_need_a_cuda_device():
 
 def test_its_config_is_told_apart_from_the_others():
     pytest.importorskip("triton")
-    from inference.kernels.nf4 import DEQUANTIZE, gemv_config, tc_gemv_config
+    from inference.kernels.nf4 import DEQUANTIZE, gemv_config, tc_gemm_config, tc_gemv_config
 
-    config = tc_gemv_config(8)
-    assert config.compiled_gemv and not config.dequantizes and not config.tensor_cores
-    assert DEQUANTIZE.dequantizes and not DEQUANTIZE.compiled_gemv
-    assert not gemv_config(6144, 2560, 64).compiled_gemv
+    for config in (tc_gemv_config(8), tc_gemm_config(8)):
+        assert config.compiled and not config.dequantizes and not config.tensor_cores
+    assert tc_gemv_config(8) != tc_gemm_config(8)
+    assert DEQUANTIZE.dequantizes and not DEQUANTIZE.compiled
+    assert not gemv_config(6144, 2560, 64).compiled
