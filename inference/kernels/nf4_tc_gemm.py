@@ -31,6 +31,7 @@ from string import Template
 
 import torch
 
+from . import nf4_tc_gemv
 from .nf4_tc_gemv import QBLOCK, helpers, launch
 from .nvrtc import NVRTCError, compile_module
 
@@ -175,9 +176,8 @@ def source(code: tuple[float, ...], k: int, warps: int, tiles: int, nested: bool
 
 
 def fits(m: int, n: int, k: int, qblock: int, dtype: torch.dtype) -> bool:
-    """Whether the kernel takes this product."""
-    return (1 <= m <= MAX_ROWS and qblock == QBLOCK and k % 128 == 0 and n % 16 == 0
-            and dtype == torch.bfloat16)
+    """Whether the kernel takes this product: the GEMV's shapes, up to MAX_ROWS rows."""
+    return nf4_tc_gemv.fits(m, n, k, qblock, dtype, MAX_ROWS)
 
 
 @functools.lru_cache(maxsize=64)

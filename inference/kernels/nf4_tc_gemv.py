@@ -212,9 +212,10 @@ def source(code: tuple[float, ...], k: int, warps: int, nested: bool, blocksize2
         K=k, WARPS=warps, QBLOCK=QBLOCK, MAX_ROWS=MAX_ROWS)
 
 
-def fits(m: int, n: int, k: int, qblock: int, dtype: torch.dtype) -> bool:
-    """Whether the kernel takes this product."""
-    return (1 <= m <= MAX_ROWS and qblock == QBLOCK and k % 128 == 0 and n % 16 == 0
+def fits(m: int, n: int, k: int, qblock: int, dtype: torch.dtype,
+         max_rows: int = MAX_ROWS) -> bool:
+    """Whether the kernel takes this product (nf4_tc_gemm's, with its own `max_rows`)."""
+    return (1 <= m <= max_rows and qblock == QBLOCK and k % 128 == 0 and n % 16 == 0
             and dtype == torch.bfloat16)
 
 
