@@ -4,7 +4,8 @@ For each linear of Qwen3-4B-Instruct-2507 as the fast step runs it (Q, K and V f
 up fused; down) and M = 1 … 128 rows, on NF4 weights with double quantization:
 - `bnb`: `bnb.matmul_4bit` on the separate modules (its GEMV at M = 1, dequantize + matmul above);
 - `engine` sweep: every candidate the engine times at start-up (nf4_choice.candidates), the CUDA C
-  tensor-core GEMV for up to four rows (kernels/nf4_tc_gemv.py) among them;
+  tensor-core kernels among them (kernels/nf4_tc_gemv.py up to four rows, nf4_tc_gemm.py up to
+  sixteen);
 - `triton`: `NF4Linear.matmul` with the default choice (`default_config`: the GEMV up to two rows,
   our dequantization then cuBLAS above), and `alternatives` to check it against: other GEMV
   tilings (`--sweep gemv`) or the tensor-core kernel's tilings (`--sweep mma`, every time kept in
@@ -20,6 +21,8 @@ so each call reads its weight from memory as a real step does.
         --out bench/results/nf4-mma-sweep2-h200.json
     python bench/bench_nf4_matmul.py --sweep engine --rows 1,2,4,8 \
         --out bench/results/nf4-tc-gemv-h200.json
+    python bench/bench_nf4_matmul.py --sweep engine --rows 1,4,8,16 \
+        --out bench/results/nf4-tc-gemm-h200.json
 """
 
 from __future__ import annotations
@@ -94,7 +97,7 @@ def refine(config: Config) -> list[Config]:
 def alternatives(m: int, n: int, k: int, kinds: str) -> list[Config]:
     if kinds == "mma":
         return mma_configs(m, n, k)
-    if kinds == "engine":  # what the engine times at start-up, the CUDA C GEMV included
+    if kinds == "engine":  # what the engine times at start-up, the CUDA C kernels included
         return candidates(m, n, k, 64, torch.bfloat16)
     if m > 2:
         return [DEQUANTIZE]

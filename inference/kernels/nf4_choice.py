@@ -1,15 +1,14 @@
 """Which 4-bit product each batch size takes, decided at start-up by measuring on this GPU.
 
 A decode step multiplies one row per sequence by every NF4 weight. Whether bitsandbytes' kernels
-(its GEMV for one row; dequantize-then-matmul above) or ours (where NVRTC is found, the CUDA C
-tensor-core kernels: nf4_tc_gemv.py's up to four rows, nf4_tc_gemm.py's from two to sixteen;
-`_gemv_kernel` for one or two rows; from two rows the tensor-core kernel of nf4_mma.py, and
-DEQUANTIZE, our dequantization then cuBLAS) are
-faster depends on the GPU, the shape and the number of rows. So before the CUDA
-graphs are captured, `choose_kernels` times them on the model's own linears, grouped by shape, for
-each row bucket up to the largest decode batch: each candidate is captured in a CUDA graph that
-calls it on every linear of the group in turn (so weights come from memory, not the L2 cache, as
-in a real step) and replayed. A candidate of ours must first match bitsandbytes' result on a random
+(its GEMV for one row; dequantize-then-matmul above) or ours are faster depends on the GPU, the
+shape and the number of rows. Ours: where NVRTC is found, the CUDA C tensor-core kernels
+(nf4_tc_gemv.py's up to four rows, nf4_tc_gemm.py's from two to sixteen); `_gemv_kernel` for one
+or two rows; from two rows the tensor-core kernel of nf4_mma.py, and DEQUANTIZE (our
+dequantization then cuBLAS). So before the CUDA graphs are captured, `choose_kernels` times them
+on the model's own linears, grouped by shape, for each row bucket up to the largest decode batch:
+each candidate is captured in a CUDA graph that calls it on every linear of the group in turn (so
+weights come from memory, not the L2 cache, as in a real step) and replayed. A candidate of ours must first match bitsandbytes' result on a random
 input; it is chosen only when it is faster by a margin, and then recorded in `NF4Linear.triton`
 for that bucket (None: bitsandbytes). Rows above the largest bucket (prompt chunks) take
 DEQUANTIZE where it beat bitsandbytes at the largest bucket (`NF4Linear.above`; the tensor-core
@@ -159,7 +158,7 @@ def choose_kernels(linears: Iterable[NF4Linear], dtype: torch.dtype, device: tor
                    max_rows: int) -> dict[str, dict[int, dict]]:
     """Measure each shape at each row bucket up to `max_rows`; record our kernels' wins on the
     linears. Returns {"NxK, 8-bit|fp32 scales": {rows: {bitsandbytes_us, triton_us (the best of
-    ours, the CUDA C GEMV included), config, kernel}}}."""
+    ours, the CUDA C kernels included), config, kernel}}}."""
     groups: dict[tuple[int, int, bool], list[NF4Linear]] = {}
     for linear in linears:
         linear.use_bitsandbytes()

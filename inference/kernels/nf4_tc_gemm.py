@@ -31,28 +31,13 @@ from string import Template
 
 import torch
 
-from . import nf4_tc_gemv
 from .nf4_tc_gemv import QBLOCK, helpers, launch
+from .nf4_tc_gemv import fits as _fits
 from .nvrtc import NVRTCError, compile_module
 
 MAX_ROWS = 16  # two tiles of B's 8 columns
 
 _KERNEL = Template(r"""
-struct u32x2 { u32 x, y; };
-
-// 8 bytes of weights: read once, kept out of L1.
-__device__ __forceinline__ u32x2 load_weights8(const u8* p) {
-  u32x2 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];"
-               : "=r"(v.x), "=r"(v.y) : "l"(p));
-  return v;
-}
-
-__device__ __forceinline__ void pairs8(const u32x2& w, u32* p) {
-  pairs2(w.x, p[0], p[1]); pairs2(w.x >> 16, p[2], p[3]);
-  pairs2(w.y, p[4], p[5]); pairs2(w.y >> 16, p[6], p[7]);
-}
-
 #define K $K
 #define WARPS $WARPS
 #define TILES $TILES                           // tiles of 8 input rows
@@ -123,8 +108,8 @@ nf4_tc_gemm(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
       const float sa = used * block_scale(absmax, code2, absmax2, offset, ia + h);
       const float sb = used * block_scale(absmax, code2, absmax2, offset, ib + h);
       u32 pa[8], pb[8];
-      pairs8(qa[i][h], pa);
-      pairs8(qb[i][h], pb);
+      pairs8(qa[i][h].x, qa[i][h].y, pa);
+      pairs8(qb[i][h].x, qb[i][h].y, pb);
 #pragma unroll
       for (int t = 0; t < TILES; t++) {
         const u32* xq = xv[i & 1][t] + 8 * h;
@@ -168,22 +153,22 @@ def tiles(m: int) -> int:
     return (m + 7) // 8
 
 
-def source(code: tuple[float, ...], k: int, warps: int, tiles: int, nested: bool,
+def source(code: tuple[float, ...], k: int, warps: int, n_tiles: int, nested: bool,
            blocksize2: int) -> str:
     """The kernel's CUDA C for one shape, tile count and scale format."""
     return helpers(code, nested, blocksize2) + _KERNEL.substitute(
-        K=k, WARPS=warps, TILES=tiles, QBLOCK=QBLOCK)
+        K=k, WARPS=warps, TILES=n_tiles, QBLOCK=QBLOCK)
 
 
 def fits(m: int, n: int, k: int, qblock: int, dtype: torch.dtype) -> bool:
     """Whether the kernel takes this product: the GEMV's shapes, up to MAX_ROWS rows."""
-    return nf4_tc_gemv.fits(m, n, k, qblock, dtype, MAX_ROWS)
+    return _fits(m, n, k, qblock, dtype, MAX_ROWS)
 
 
 @functools.lru_cache(maxsize=64)
-def _kernel(code: tuple[float, ...], k: int, warps: int, tiles: int, nested: bool,
+def _kernel(code: tuple[float, ...], k: int, warps: int, n_tiles: int, nested: bool,
             blocksize2: int, device: torch.device):
-    return compile_module(source(code, k, warps, tiles, nested, blocksize2), "nf4_tc_gemm",
+    return compile_module(source(code, k, warps, n_tiles, nested, blocksize2), "nf4_tc_gemm",
                           device)
 
 

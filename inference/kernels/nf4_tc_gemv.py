@@ -52,6 +52,7 @@ typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned char u8;
 
+struct u32x2 { u32 x, y; };
 struct u32x4 { u32 x, y, z, w; };
 
 // Weights: read once, kept out of L1.
@@ -59,6 +60,14 @@ __device__ __forceinline__ u32x4 load_weights(const u8* p) {
   u32x4 v;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+
+// 8 bytes of weights (nf4_tc_gemm.py), likewise.
+__device__ __forceinline__ u32x2 load_weights8(const u8* p) {
+  u32x2 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];"
+               : "=r"(v.x), "=r"(v.y) : "l"(p));
   return v;
 }
 
@@ -94,11 +103,15 @@ __device__ __forceinline__ void pairs2(u32 src, u32& p0, u32& p1) {
   p1 = prmt(lw, hw, 0x6273u);
 }
 
+// 8 or 16 bytes -> their 16 or 32 code values as bfloat16 pairs, in memory order.
+__device__ __forceinline__ void pairs8(u32 lo, u32 hi, u32* p) {
+  pairs2(lo, p[0], p[1]); pairs2(lo >> 16, p[2], p[3]);
+  pairs2(hi, p[4], p[5]); pairs2(hi >> 16, p[6], p[7]);
+}
+
 __device__ __forceinline__ void pairs16(const u32x4& w, u32* p) {
-  pairs2(w.x, p[0], p[1]);   pairs2(w.x >> 16, p[2], p[3]);
-  pairs2(w.y, p[4], p[5]);   pairs2(w.y >> 16, p[6], p[7]);
-  pairs2(w.z, p[8], p[9]);   pairs2(w.z >> 16, p[10], p[11]);
-  pairs2(w.w, p[12], p[13]); pairs2(w.w >> 16, p[14], p[15]);
+  pairs8(w.x, w.y, p);
+  pairs8(w.z, w.w, p + 8);
 }
 
 __device__ __forceinline__ void mma(float* d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {

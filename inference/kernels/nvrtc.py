@@ -1,15 +1,16 @@
 """CUDA C kernels compiled at run time with NVRTC and launched through the driver API, via ctypes.
 
-Triton chooses a kernel's register layouts itself; a few kernels (nf4_tc_gemv.py) need layouts
-Triton cannot express, such as the tensor cores' fragments fed straight from registers. NVRTC is a
-library (the `nvidia-cuda-nvrtc` wheel that a CUDA build of torch installs, or a CUDA toolkit's),
-not a compiler on the PATH: nothing has to be installed beyond the Python packages, as on a Space.
-`torch.cuda._compile_kernel` does the same but asks for a CUDA toolkit's headers ($CUDA_HOME).
+Triton chooses a kernel's register layouts itself; a few kernels (nf4_tc_gemv.py, nf4_tc_gemm.py)
+need layouts Triton cannot express, such as the tensor cores' fragments fed straight from
+registers. NVRTC is a library (the `nvidia-cuda-nvrtc` wheel that a CUDA build of torch installs,
+or a CUDA toolkit's), not a compiler on the PATH: nothing has to be installed beyond the Python
+packages, as on a Space. `torch.cuda._compile_kernel` does the same but asks for a CUDA toolkit's
+headers ($CUDA_HOME).
 
 `compile_module` turns source into a cubin for the current GPU and loads it (each call compiles:
-callers keep the `Kernel`, as nf4_tc_gemv does per shape); `Kernel.launch` queues it on the
-current torch stream, so it is captured in CUDA graphs like any other kernel. A failure to
-compile, load or launch raises `NVRTCError`; callers treat the kernel as unavailable.
+callers keep the `Kernel`, as nf4_tc_gemv and nf4_tc_gemm do per shape); `Kernel.launch` queues
+it on the current torch stream, so it is captured in CUDA graphs like any other kernel. A failure
+to compile, load or launch raises `NVRTCError`; callers treat the kernel as unavailable.
 """
 
 from __future__ import annotations
