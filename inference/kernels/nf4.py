@@ -141,14 +141,15 @@ DEQUANTIZE = Config(0, 0, -1)  # the bfloat16 weight from _dequant_kernel, then 
 GEMV_MAX_ROWS = 2  # above this, the tensor-core kernel or DEQUANTIZE
 
 
-def tc_gemv_config(num_warps: int) -> Config:
-    """The CUDA C tensor-core GEMV (up to four rows) with `num_warps` warps a block."""
-    return Config(16, 0, -2, num_warps=num_warps)
+def tc_gemv_config(num_warps: int, split: int = 1) -> Config:
+    """The CUDA C tensor-core GEMV (up to four rows) with `num_warps` warps a block, each row's K
+    split over `split` blocks."""
+    return Config(16, 0, -2, num_warps=num_warps, split_k=split)
 
 
-def tc_gemm_config(num_warps: int) -> Config:
-    """The CUDA C tensor-core kernel for up to sixteen rows, `num_warps` warps a block."""
-    return Config(16, 0, -3, num_warps=num_warps)
+def tc_gemm_config(num_warps: int, split: int = 1) -> Config:
+    """The CUDA C tensor-core kernel for up to sixteen rows, likewise."""
+    return Config(16, 0, -3, num_warps=num_warps, split_k=split)
 
 
 def _packs(tile_bytes: int, num_warps: int) -> bool:
@@ -327,9 +328,9 @@ class NF4Linear:
         if config.dequantizes:
             return x @ self.dequantize(x.dtype).t()
         if config.block_m == -2:
-            return nf4_tc_gemv.gemv(self, x, config.num_warps)
+            return nf4_tc_gemv.gemv(self, x, config.num_warps, config.split_k)
         if config.block_m == -3:
-            return nf4_tc_gemm.gemm(self, x, config.num_warps)
+            return nf4_tc_gemm.gemm(self, x, config.num_warps, config.split_k)
         if config.tensor_cores:
             return self._mma(x, config)
         if n % config.block_n or config.block_k % self.qblock:

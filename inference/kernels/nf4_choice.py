@@ -41,6 +41,7 @@ MARGIN = 0.9  # ours must take at most this fraction of bitsandbytes' time
 REPLAYS = 5
 TOLERANCE = 2e-2  # largest difference from bitsandbytes, relative to its largest output
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+SPLIT_BELOW = 256  # tiles of 16 rows under which the CUDA C kernels also try splitting K
 
 
 def mma_candidates(m: int, n: int, k: int, qblock: int) -> list[Config]:
@@ -63,10 +64,13 @@ def candidates(m: int, n: int, k: int, qblock: int,
     tilings up to two rows (a few around the rule's), the tensor-core kernel's and DEQUANTIZE
     from two."""
     options: list[Config | None] = []
+    # few tiles of 16 rows for the GPU's multiprocessors (O and down: 160): K split over blocks
+    splits = [(warps, 1) for warps in (4, 8, 16)] + (
+        [(warps, split) for warps in (4, 8) for split in (2, 4)] if n // 16 < SPLIT_BELOW else [])
     if nf4_tc_gemv.fits(m, n, k, qblock, dtype):
-        options += [tc_gemv_config(warps) for warps in (4, 8, 16)]
+        options += [tc_gemv_config(warps, split) for warps, split in splits]
     if m >= 2 and nf4_tc_gemm.fits(m, n, k, qblock, dtype):
-        options += [tc_gemm_config(warps) for warps in (4, 8, 16)]
+        options += [tc_gemm_config(warps, split) for warps, split in splits]
     if m <= GEMV_MAX_ROWS:
         options += [gemv_config(n, k, qblock)] + [
             Config(block_n, groups * qblock, 0, num_warps=warps, num_stages=2)

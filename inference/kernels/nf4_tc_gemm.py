@@ -41,15 +41,18 @@ _KERNEL = Template(r"""
 #define K $K
 #define WARPS $WARPS
 #define TILES $TILES                           // tiles of 8 input rows
+#define SPLIT $SPLIT                           // blocks sharing a row's K (blockIdx.y)
 #define GROUPS (K / 128)                       // 64-byte groups (two blocks) of a row
-#define GPW ((GROUPS + WARPS - 1) / WARPS)     // groups a warp takes
+#define STRIDE (WARPS * SPLIT)                 // warps sharing a row's groups
+#define GPW ((GROUPS + STRIDE - 1) / STRIDE)   // groups a warp takes
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32, 1)
 nf4_tc_gemm(const u8* __restrict__ w, const u32* __restrict__ x, const void* absmax,
             const float* code2, const float* absmax2, float offset, u16* __restrict__ y,
-            int rows_in, int n) {
+            int rows_in, int n, float* work, int* done) {
   __shared__ float partial[WARPS][TILES * 8][16];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int first = blockIdx.y * WARPS + warp;  // this warp's first group
   const int g = lane >> 2, c = lane & 3;
   const long long row_a = (long long)blockIdx.x * 16 + g, row_b = row_a + 8;
   const u8* wa = w + row_a * (K / 2) + 8 * c;
@@ -60,7 +63,7 @@ nf4_tc_gemm(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
   u32x2 qa[GPW][2], qb[GPW][2];
 #pragma unroll
   for (int i = 0; i < GPW; i++) {
-    const int q = min(warp + i * WARPS, GROUPS - 1);
+    const int q = min(first + i * STRIDE, GROUPS - 1);
 #pragma unroll
     for (int h = 0; h < 2; h++) {
       qa[i][h] = load_weights8(wa + 64 * q + 32 * h);
@@ -82,7 +85,7 @@ nf4_tc_gemm(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
   // a group's inputs (tile t: block 0's 8 words, then block 1's), and the next group's
   u32 xv[2][TILES][16];
   {
-    const int q = min(warp, GROUPS - 1);
+    const int q = min(first, GROUPS - 1);
 #pragma unroll
     for (int t = 0; t < TILES; t++) {
       load_inputs<8>(xv[0][t], xs[t] + 64 * q, feeds[t]);
@@ -92,16 +95,16 @@ nf4_tc_gemm(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
 
 #pragma unroll
   for (int i = 0; i < GPW; i++) {
-    const int q = min(warp + i * WARPS, GROUPS - 1);
+    const int q = min(first + i * STRIDE, GROUPS - 1);
     if (i + 1 < GPW) {  // known at compile time
-      const int next = min(warp + (i + 1) * WARPS, GROUPS - 1);
+      const int next = min(first + (i + 1) * STRIDE, GROUPS - 1);
 #pragma unroll
       for (int t = 0; t < TILES; t++) {
         load_inputs<8>(xv[(i + 1) & 1][t], xs[t] + 64 * next, feeds[t]);
         load_inputs<8>(xv[(i + 1) & 1][t] + 8, xs[t] + 64 * next + 32, feeds[t]);
       }
     }
-    const float used = warp + i * WARPS < GROUPS ? 1.f : 0.f;
+    const float used = first + i * STRIDE < GROUPS ? 1.f : 0.f;
     const long long ia = row_a * blocks + 2 * q, ib = row_b * blocks + 2 * q;
 #pragma unroll
     for (int h = 0; h < 2; h++) {
@@ -135,15 +138,7 @@ nf4_tc_gemm(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
     partial[warp][col + 1][g + 8] = acc[t][3];
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < rows_in * 16; i += WARPS * 32) {
-    const int m = i >> 4, r = i & 15;
-    float total = 0.f;
-#pragma unroll
-    for (int v = 0; v < WARPS; v++) total += partial[v][m][r];
-    u16 out;
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(out) : "f"(total));
-    y[(long long)m * n + blockIdx.x * 16 + r] = out;
-  }
+  finish<WARPS, TILES * 8, SPLIT>(partial, y, work, done, rows_in, n);
 }
 """)
 
@@ -154,10 +149,10 @@ def tiles(m: int) -> int:
 
 
 def source(code: tuple[float, ...], k: int, warps: int, n_tiles: int, nested: bool,
-           blocksize2: int) -> str:
-    """The kernel's CUDA C for one shape, tile count and scale format."""
+           blocksize2: int, split: int = 1) -> str:
+    """The kernel's CUDA C for one shape, tile count, scale format and split of K over blocks."""
     return helpers(code, nested, blocksize2) + _KERNEL.substitute(
-        K=k, WARPS=warps, TILES=n_tiles, QBLOCK=QBLOCK)
+        K=k, WARPS=warps, TILES=n_tiles, SPLIT=split, QBLOCK=QBLOCK)
 
 
 def fits(m: int, n: int, k: int, qblock: int, dtype: torch.dtype) -> bool:
@@ -167,14 +162,14 @@ def fits(m: int, n: int, k: int, qblock: int, dtype: torch.dtype) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _kernel(code: tuple[float, ...], k: int, warps: int, n_tiles: int, nested: bool,
-            blocksize2: int, device: torch.device):
-    return compile_module(source(code, k, warps, n_tiles, nested, blocksize2), "nf4_tc_gemm",
-                          device)
+            blocksize2: int, split: int, device: torch.device):
+    return compile_module(source(code, k, warps, n_tiles, nested, blocksize2, split),
+                          "nf4_tc_gemm", device)
 
 
-def gemm(linear, x: torch.Tensor, warps: int) -> torch.Tensor:
+def gemm(linear, x: torch.Tensor, warps: int, split: int = 1) -> torch.Tensor:
     """y = x @ W.T for `linear` (an NF4Linear) and x (m ≤ MAX_ROWS, K) bfloat16 on a CUDA GPU;
-    `warps` share each 16 rows' groups."""
+    `warps` share each 16 rows' groups, in each of `split` blocks."""
     m, k = x.shape
     n = linear.out_features
     if not fits(m, n, k, linear.qblock, x.dtype):
@@ -182,4 +177,4 @@ def gemm(linear, x: torch.Tensor, warps: int) -> torch.Tensor:
     if linear.packed.data_ptr() % 8:  # its loads take 8 bytes at a time
         raise NVRTCError("the tensor-core GEMM needs the packed weights 8-byte aligned")
     return launch(_kernel(linear.code_values, k, warps, tiles(m), linear.nested,
-                          linear.blocksize2, x.device), linear, x, warps)
+                          linear.blocksize2, split, x.device), linear, x, warps, split)

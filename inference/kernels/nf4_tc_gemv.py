@@ -121,6 +121,46 @@ __device__ __forceinline__ void mma(float* d, u32 a0, u32 a1, u32 a2, u32 a3, u3
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// The block's outputs (rows_in × 16: its warps' sums in `partial`) -> y. With K split over SPLIT
+// blocks (blockIdx.y), each block leaves its sums in `work` and counts itself in done[tile]; the
+// last of a tile's blocks adds them up in block order, writes y and sets the count back to 0.
+template <int WARPS, int ROWS, int SPLIT>
+__device__ __forceinline__ void finish(const float (*partial)[ROWS][16], u16* y, float* work,
+                                       int* done, int rows_in, int n) {
+  const int outputs = rows_in * 16;
+  const long long tile = blockIdx.x;
+  float* mine = work + ((long long)blockIdx.y * gridDim.x + tile) * outputs;
+  for (int i = threadIdx.x; i < outputs; i += WARPS * 32) {
+    float total = 0.f;
+#pragma unroll
+    for (int v = 0; v < WARPS; v++) total += partial[v][i >> 4][i & 15];
+    if (SPLIT == 1) {
+      u16 out;
+      asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(out) : "f"(total));
+      y[(long long)(i >> 4) * n + tile * 16 + (i & 15)] = out;
+    } else {
+      mine[i] = total;
+    }
+  }
+  if (SPLIT == 1) return;
+  __shared__ int last;
+  __threadfence();  // the sums are visible to every block before the count says so
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(done + tile, 1) == SPLIT - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < outputs; i += WARPS * 32) {
+    float total = 0.f;
+#pragma unroll
+    for (int s = 0; s < SPLIT; s++) total += __ldcg(work + (s * gridDim.x + tile) * outputs + i);
+    u16 out;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(out) : "f"(total));
+    y[(long long)(i >> 4) * n + tile * 16 + (i & 15)] = out;
+  }
+  if (threadIdx.x == 0) done[tile] = 0;
+}
+
 __device__ __forceinline__ float block_scale(const void* absmax, const float* code2,
                                              const float* absmax2, float offset, long long i) {
 #if $NESTED
@@ -134,15 +174,18 @@ __device__ __forceinline__ float block_scale(const void* absmax, const float* co
 _KERNEL = Template(r"""
 #define K $K
 #define WARPS $WARPS
+#define SPLIT $SPLIT                           // blocks sharing a row's K (blockIdx.y)
 #define GROUPS (K / 128)                       // 64-byte groups of a row
-#define GPW ((GROUPS + WARPS - 1) / WARPS)     // groups a warp takes
+#define STRIDE (WARPS * SPLIT)                 // warps sharing a row's groups
+#define GPW ((GROUPS + STRIDE - 1) / STRIDE)   // groups a warp takes
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32, 1)
 nf4_tc_gemv(const u8* __restrict__ w, const u32* __restrict__ x, const void* absmax,
             const float* code2, const float* absmax2, float offset, u16* __restrict__ y,
-            int rows_in, int n) {
+            int rows_in, int n, float* work, int* done) {
   __shared__ float partial[WARPS][$MAX_ROWS][16];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int first = blockIdx.y * WARPS + warp;  // this warp's first group
   const int g = lane >> 2, c = lane & 3;
   const long long row_a = (long long)blockIdx.x * 16 + g, row_b = row_a + 8;
   const u8* wa = w + row_a * (K / 2) + 16 * c;
@@ -153,7 +196,7 @@ nf4_tc_gemv(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
   u32x4 qa[GPW], qb[GPW];
 #pragma unroll
   for (int i = 0; i < GPW; i++) {
-    const int q = min(warp + i * WARPS, GROUPS - 1);
+    const int q = min(first + i * STRIDE, GROUPS - 1);
     qa[i] = load_weights(wa + 64 * q);
     qb[i] = load_weights(wb + 64 * q);
   }
@@ -164,16 +207,17 @@ nf4_tc_gemv(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
   const long long blocks = K / $QBLOCK;
   float acc_a = 0.f, acc_b = 0.f;
   u32 xv[2][16];  // this group's inputs and the next one's, loaded a group ahead
-  load_inputs<16>(xv[0], xs + 64 * min(warp, GROUPS - 1), feeds);
+  load_inputs<16>(xv[0], xs + 64 * min(first, GROUPS - 1), feeds);
 
   // One basic block from here to the sums (no branch for the scheduler to sink loads into): a
   // group past the row's end, or a lane's column of no input row, is weighted 0.
 #pragma unroll
   for (int i = 0; i < GPW; i++) {
-    const int q = min(warp + i * WARPS, GROUPS - 1);
+    const int q = min(first + i * STRIDE, GROUPS - 1);
     if (i + 1 < GPW)  // known at compile time
-      load_inputs<16>(xv[(i + 1) & 1], xs + 64 * min(warp + (i + 1) * WARPS, GROUPS - 1), feeds);
-    const float used = (warp + i * WARPS < GROUPS && c < rows_in) ? 1.f : 0.f;
+      load_inputs<16>(xv[(i + 1) & 1], xs + 64 * min(first + (i + 1) * STRIDE, GROUPS - 1),
+                      feeds);
+    const float used = (first + i * STRIDE < GROUPS && c < rows_in) ? 1.f : 0.f;
     const long long ia = row_a * blocks + 2 * q, ib = row_b * blocks + 2 * q;
     const float sa0 = used * block_scale(absmax, code2, absmax2, offset, ia);
     const float sa1 = used * block_scale(absmax, code2, absmax2, offset, ia + 1);
@@ -197,15 +241,7 @@ nf4_tc_gemv(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
     partial[warp][c][g + 8] = acc_b;
   }
   __syncthreads();
-  if (threadIdx.x < rows_in * 16) {
-    const int m = threadIdx.x >> 4, r = threadIdx.x & 15;
-    float total = 0.f;
-#pragma unroll
-    for (int v = 0; v < WARPS; v++) total += partial[v][m][r];
-    u16 out;
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(out) : "f"(total));
-    y[(long long)m * n + blockIdx.x * 16 + r] = out;
-  }
+  finish<WARPS, $MAX_ROWS, SPLIT>(partial, y, work, done, rows_in, n);
 }
 """)
 
@@ -219,10 +255,11 @@ def helpers(code: tuple[float, ...], nested: bool, blocksize2: int) -> str:
         NESTED=int(nested), BLOCKSIZE2=max(1, blocksize2))
 
 
-def source(code: tuple[float, ...], k: int, warps: int, nested: bool, blocksize2: int) -> str:
-    """The kernel's CUDA C for one shape and scale format."""
+def source(code: tuple[float, ...], k: int, warps: int, nested: bool, blocksize2: int,
+           split: int = 1) -> str:
+    """The kernel's CUDA C for one shape, scale format and split of K over blocks."""
     return helpers(code, nested, blocksize2) + _KERNEL.substitute(
-        K=k, WARPS=warps, QBLOCK=QBLOCK, MAX_ROWS=MAX_ROWS)
+        K=k, WARPS=warps, SPLIT=split, QBLOCK=QBLOCK, MAX_ROWS=MAX_ROWS)
 
 
 def fits(m: int, n: int, k: int, qblock: int, dtype: torch.dtype,
@@ -234,34 +271,54 @@ def fits(m: int, n: int, k: int, qblock: int, dtype: torch.dtype,
 
 @functools.lru_cache(maxsize=64)
 def _kernel(code: tuple[float, ...], k: int, warps: int, nested: bool, blocksize2: int,
-            device: torch.device):
-    return compile_module(source(code, k, warps, nested, blocksize2), "nf4_tc_gemv", device)
+            split: int, device: torch.device):
+    return compile_module(source(code, k, warps, nested, blocksize2, split), "nf4_tc_gemv",
+                          device)
 
 
-def gemv(linear, x: torch.Tensor, warps: int) -> torch.Tensor:
+def gemv(linear, x: torch.Tensor, warps: int, split: int = 1) -> torch.Tensor:
     """y = x @ W.T for `linear` (an NF4Linear) and x (m ≤ MAX_ROWS, K) bfloat16 on a CUDA GPU;
-    `warps` share each 16 rows' groups."""
+    `warps` share each 16 rows' groups, in each of `split` blocks."""
     m, k = x.shape
     n = linear.out_features
     if not fits(m, n, k, linear.qblock, x.dtype):
         raise NVRTCError(f"the tensor-core GEMV does not take {m}x{k} @ {n}x{k} in {x.dtype}")
-    if warps < 2:  # the last sums take rows × 16 threads
-        raise NVRTCError("the tensor-core GEMV needs at least 2 warps a block")
     if linear.packed.data_ptr() % 16:  # its loads take 16 bytes at a time
         raise NVRTCError("the tensor-core GEMV needs the packed weights 16-byte aligned")
-    return launch(_kernel(linear.code_values, k, warps, linear.nested, linear.blocksize2,
-                          x.device), linear, x, warps)
+    return launch(_kernel(linear.code_values, k, warps, linear.nested, linear.blocksize2, split,
+                          x.device), linear, x, warps, split)
 
 
-def launch(kernel, linear, x: torch.Tensor, warps: int) -> torch.Tensor:
-    """Run a tensor-core kernel (this one's or nf4_tc_gemm's signature) on x: one block of
-    `warps` warps per 16 weight rows."""
+_counts: dict[torch.device, list[torch.Tensor]] = {}
+
+
+def tile_counts(device: torch.device, tiles: int) -> torch.Tensor:
+    """Zeroed int32 counts for `tiles` tiles of 16 rows, shared by every split launch on the
+    device: launches on one stream never overlap, and each leaves its counts at 0. Made (or
+    grown) on the first launch, before any CUDA graph captures one; earlier ones are kept, as
+    captured graphs hold their address."""
+    made = _counts.setdefault(device, [])
+    if not made or made[-1].numel() < tiles:
+        if torch.cuda.is_current_stream_capturing():
+            raise NVRTCError("a split launch's first call cannot be in a CUDA graph's capture")
+        made.append(torch.zeros(max(tiles, 4096), dtype=torch.int32, device=device))
+    return made[-1]
+
+
+def launch(kernel, linear, x: torch.Tensor, warps: int, split: int = 1) -> torch.Tensor:
+    """Run a tensor-core kernel (this one's or nf4_tc_gemm's signature) on x: a block of `warps`
+    warps per 16 weight rows and per 1/split of K."""
     m, n = x.shape[0], linear.out_features
     x = x.contiguous()
     if x.data_ptr() % 16:  # the inputs are read 16 bytes at a time
         x = x.clone()  # a fresh allocation is aligned
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
-    kernel.launch((n // 16, 1, 1), (warps * 32, 1, 1),
+    work, counts = y, y  # unused without a split
+    if split > 1:
+        work = torch.empty(split * m * n, dtype=torch.float32, device=x.device)
+        counts = tile_counts(x.device, n // 16)
+    kernel.launch((n // 16, split, 1), (warps * 32, 1, 1),
                   [linear.packed, x, linear.absmax, linear.code2, linear.absmax2,
-                   ctypes.c_float(linear.offset), y, ctypes.c_int(m), ctypes.c_int(n)])
+                   ctypes.c_float(linear.offset), y, ctypes.c_int(m), ctypes.c_int(n), work,
+                   counts])
     return y

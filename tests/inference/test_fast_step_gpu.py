@@ -140,10 +140,14 @@ def test_the_compiled_kernels_match_the_dequantized_weight(nested, k):
 
     torch.manual_seed(17)
     parts = [nf4_module(n, k, nested) for n in (32, 16, 16)]
-    # the GEMV up to 4 rows; the other up to 16 (one tile of 8 input rows, two, a part of one)
+    # the GEMV up to 4 rows; the other up to 16 (one tile of 8 input rows, two, a part of one);
+    # both with K split over 2, 3 (uneven) or 4 blocks, whose last one sums them (called twice
+    # below: its count of blocks done must be back at 0)
     kernels = [(rows, tc_gemv_config(warps)) for rows in (1, 2, 3, 4) for warps in (4, 8, 16)]
     kernels += [(rows, tc_gemm_config(warps)) for rows in (1, 3, 8, 9, 15, 16)
                 for warps in (4, 8, 16)]
+    kernels += [(rows, tc_gemv_config(4, split)) for rows in (1, 3) for split in (2, 3, 4)]
+    kernels += [(rows, tc_gemm_config(8, split)) for rows in (5, 16) for split in (2, 3, 4)]
     # its own scales (8-bit where nested), and fused (fp32 scales)
     for linear, modules in ((NF4Linear(parts[0]), parts[:1]), (NF4Linear.fused(parts), parts)):
         weight = dequantized(modules)

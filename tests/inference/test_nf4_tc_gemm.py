@@ -40,5 +40,6 @@ def test_the_source_holds_the_shape_the_tiles_and_the_code_table():
         assert "$" not in text and 'extern "C" __global__ void' in text and "nf4_tc_gemm(" in text
     assert "#define K 9728" in nested and "#define WARPS 16" in nested
     assert "#define TILES 2" in nested and "#if 1" in nested
-    assert "#define TILES 1" in plain and "#if 0" in plain
+    assert "#define TILES 1" in plain and "#if 0" in plain and "#define SPLIT 1" in plain
+    assert "#define SPLIT 4" in nf4_tc_gemm.source(NF4, 2560, 4, 1, False, 1, split=4)
     assert nf4_tc_gemm.source(NF4[::-1], 2560, 4, 1, False, 1) != plain  # the table is baked in

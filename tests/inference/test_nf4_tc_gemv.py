@@ -34,7 +34,8 @@ def test_the_source_holds_the_shape_and_the_code_table():
     for text in (nested, plain):
         assert "$" not in text and 'extern "C" __global__' in text
     assert "#define K 9728" in nested and "#define WARPS 16" in nested and "#if 1" in nested
-    assert "#define K 2560" in plain and "#if 0" in plain
+    assert "#define K 2560" in plain and "#if 0" in plain and "#define SPLIT 1" in plain
+    assert "#define SPLIT 3" in nf4_tc_gemv.source(NF4, 2560, 4, False, 1, split=3)
     assert nf4_tc_gemv.source(NF4[::-1], 2560, 4, False, 1) != plain  # the table is baked in
 
 
