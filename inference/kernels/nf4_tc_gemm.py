@@ -16,7 +16,7 @@ quantization block instead, so B's columns are plain input rows, eight to a tile
   (rows g and g + 8) weight it into float32 accumulators;
 - the groups of a row (two blocks, 64 bytes) are dealt out among the block's warps, as in
   nf4_tc_gemv.py, and the kernel is one basic block for the same reason; the warps' sums meet in
-  shared memory.
+  shared memory, and K may be split over blocks as there.
 
 Each 16 weight rows read the inputs once per tile: at sixteen rows, four bytes of (cached)
 inputs per byte of weights. bfloat16 inputs and outputs, 64-weight quantization blocks, K a
