@@ -60,9 +60,9 @@ def mma_candidates(m: int, n: int, k: int, qblock: int) -> list[Config]:
 def candidates(m: int, n: int, k: int, qblock: int,
                dtype: torch.dtype = torch.bfloat16) -> list[Config]:
     """What is worth timing for `m` rows: the CUDA C tensor-core kernels, the GEMV up to four
-    rows and the other from two to sixteen (4, 8 or 16 warps sharing each 16 rows), GEMV
-    tilings up to two rows (a few around the rule's), the tensor-core kernel's and DEQUANTIZE
-    from two."""
+    rows and the other from two to sixteen (4, 8 or 16 warps sharing each 16 rows; below
+    SPLIT_BELOW tiles also 4 or 8 warps in each of 2 or 4 blocks sharing K), GEMV tilings up to
+    two rows (a few around the rule's), the tensor-core kernel's and DEQUANTIZE from two."""
     options: list[Config | None] = []
     # few tiles of 16 rows for the GPU's multiprocessors (O and down: 160): K split over blocks
     splits = [(warps, 1) for warps in (4, 8, 16)] + (

@@ -52,7 +52,7 @@ nf4_tc_gemm(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
             int rows_in, int n, float* work, int* done) {
   __shared__ float partial[WARPS][TILES * 8][16];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int first = blockIdx.y * WARPS + warp;  // this warp's first group
+  const int first = (SPLIT > 1 ? (int)blockIdx.y * WARPS : 0) + warp;  // its first group
   const int g = lane >> 2, c = lane & 3;
   const long long row_a = (long long)blockIdx.x * 16 + g, row_b = row_a + 8;
   const u8* wa = w + row_a * (K / 2) + 8 * c;

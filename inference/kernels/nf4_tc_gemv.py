@@ -135,7 +135,11 @@ __device__ __forceinline__ void finish(const float (*partial)[ROWS][16], u16* y,
   const int outputs = rows_in * 16;
   const long long tile = blockIdx.x;
   float* mine = work + ((long long)blockIdx.y * gridDim.x + tile) * outputs;
-  for (int i = threadIdx.x; i < outputs; i += WARPS * 32) {
+  // a trip count known at compile time (ROWS × 16 outputs at most): no unrolled runtime loop
+#pragma unroll
+  for (int j = 0; j < (ROWS * 16 + WARPS * 32 - 1) / (WARPS * 32); j++) {
+    const int i = threadIdx.x + j * WARPS * 32;
+    if (i >= outputs) break;
     float total = 0.f;
 #pragma unroll
     for (int v = 0; v < WARPS; v++) total += partial[v][i >> 4][i & 15];
@@ -155,7 +159,10 @@ __device__ __forceinline__ void finish(const float (*partial)[ROWS][16], u16* y,
   __syncthreads();
   if (!last) return;
   __threadfence();
-  for (int i = threadIdx.x; i < outputs; i += WARPS * 32) {
+#pragma unroll
+  for (int j = 0; j < (ROWS * 16 + WARPS * 32 - 1) / (WARPS * 32); j++) {
+    const int i = threadIdx.x + j * WARPS * 32;
+    if (i >= outputs) break;
     float total = 0.f;
 #pragma unroll
     for (int s = 0; s < SPLIT; s++) total += __ldcg(work + (s * gridDim.x + tile) * outputs + i);
@@ -190,7 +197,7 @@ nf4_tc_gemv(const u8* __restrict__ w, const u32* __restrict__ x, const void* abs
             int rows_in, int n, float* work, int* done) {
   __shared__ float partial[WARPS][$MAX_ROWS][16];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int first = blockIdx.y * WARPS + warp;  // this warp's first group
+  const int first = (SPLIT > 1 ? (int)blockIdx.y * WARPS : 0) + warp;  // its first group
   const int g = lane >> 2, c = lane & 3;
   const long long row_a = (long long)blockIdx.x * 16 + g, row_b = row_a + 8;
   const u8* wa = w + row_a * (K / 2) + 16 * c;

@@ -168,6 +168,37 @@ def test_the_compiled_kernels_match_the_dequantized_weight(nested, k):
                 run(linear, x, 4)
 
 
+def test_split_launches_replay_from_a_graph_like_eager():
+    from inference.kernels import nf4_tc_gemv
+    from inference.kernels.nf4 import NF4Linear, tc_gemm_config, tc_gemv_config
+    from inference.kernels.nvrtc import NVRTCError
+
+    torch.manual_seed(19)
+    linear = NF4Linear(nf4_module(64, 1280, True))
+    stream = torch.cuda.Stream()
+    for rows, config in ((2, tc_gemv_config(4, 4)), (11, tc_gemm_config(8, 2))):
+        x = torch.randn(rows, 1280, device=CUDA, dtype=torch.bfloat16)
+        eager = linear.matmul(x, config)  # makes the tile counts, outside any capture
+        graph = torch.cuda.CUDAGraph()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.cuda.graph(graph):
+            out = linear.matmul(x, config)
+        torch.cuda.current_stream().wait_stream(stream)
+        for _ in range(3):  # each replay finds its counts back at 0
+            graph.replay()
+            torch.cuda.synchronize()
+            assert torch.equal(out, eager)
+    device = x.device  # the key launches use (cuda:N)
+    saved = nf4_tc_gemv._counts.pop(device)
+    try:  # with no counts yet, a capture cannot make them
+        with torch.cuda.stream(stream), torch.cuda.graph(torch.cuda.CUDAGraph()):
+            with pytest.raises(NVRTCError, match="capture"):
+                nf4_tc_gemv.tile_counts(device, 4)
+            x.mul(2)  # the capture is not empty
+    finally:
+        nf4_tc_gemv._counts[device] = saved
+
+
 def test_each_batch_bucket_takes_the_measured_kernel():
     from inference.kernels.nf4 import DEQUANTIZE, Config, NF4Linear, gemv_config
     from inference.kernels.nf4_choice import MARGIN, choose_kernels
